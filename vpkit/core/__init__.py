@@ -1,0 +1,1 @@
+"""Contracts: hook specs, plugin manager, registries, specs, the model contract, configs, checkpoints."""

@@ -1,0 +1,99 @@
+"""What plugins register: small frozen dataclasses. The host stamps `plugin` with the registering plugin's name."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from torch.utils.data import Dataset
+
+    from vpkit.core.config import BaseConfig
+    from vpkit.core.model import VideoPredictor
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named recipe: model-config overrides, the dataset (name + config overrides) and trainer overrides."""
+
+    model: Mapping[str, Any] = field(default_factory=dict)
+    dataset: str = "smmnist"
+    data: Mapping[str, Any] = field(default_factory=dict)
+    train: Mapping[str, Any] = field(default_factory=dict)
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A trainable video predictor.
+
+    `build(config, frame_shape)` must rebuild the exact network from a checkpoint's saved config alone;
+    `frame_shape` is `(C, H, W)`. `presets` maps preset names to recipes; `default_preset` is used when the
+    user names none. `default=True` marks the model `--plugin NAME` picks when `--model` is not given.
+    """
+
+    name: str
+    config_cls: type[BaseConfig]
+    build: Callable[[BaseConfig, tuple[int, int, int]], VideoPredictor]
+    presets: Mapping[str, Preset]
+    default_preset: str
+    description: str = ""
+    default: bool = False
+    plugin: str = ""
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A video dataset. `build(config, split)` returns a map-style dataset whose items are uint8 `[T, C, H, W]`
+    tensors and which has a `frame_shape` attribute `(C, H, W)`. It may implement `__getitems__(indices)` to
+    produce a whole batch at once (vectorised generators do)."""
+
+    name: str
+    config_cls: type[BaseConfig]
+    build: Callable[[BaseConfig, str], Dataset]
+    splits: tuple[str, ...] = ("train", "test")
+    description: str = ""
+    plugin: str = ""
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """A frame-quality metric. `build(options)` returns a callable `(pred, target) -> scores [N, T]` on float
+    videos `[N, T, C, H, W]` in [0, 1] (one score per frame). `options` holds run-time settings such as `device`
+    and backbone paths; unknown keys are ignored."""
+
+    name: str
+    build: Callable[[Mapping[str, Any]], Callable[..., Any]]
+    higher_is_better: bool
+    description: str = ""
+    plugin: str = ""
+
+
+@dataclass(frozen=True)
+class ExporterSpec:
+    """An export format (ONNX, TensorRT, ...): one row of the export table."""
+
+    name: str
+    export: Callable[..., Path]
+    aliases: tuple[str, ...] = ()
+    suffix: str = ""
+    gpu: bool = False
+    options: tuple[str, ...] = ()
+    description: str = ""
+    plugin: str = ""
+
+
+@dataclass(frozen=True)
+class ImporterSpec:
+    """Converts a method's official checkpoint into a vpkit checkpoint.
+
+    `load(path, options)` returns `(model, data)`: the built `VideoPredictor` with the official weights and the
+    `data` section for `vpkit.json` (dataset name, frame_shape, n_context, n_future). It must never run code
+    from the file (use `vpkit.engine.legacy_pickle` for pickled modules)."""
+
+    name: str
+    load: Callable[[Path, Mapping[str, Any]], tuple[VideoPredictor, dict[str, Any]]]
+    description: str = ""
+    plugin: str = ""
