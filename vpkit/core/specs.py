@@ -16,12 +16,16 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Preset:
-    """A named recipe: model-config overrides, the dataset (name + config overrides) and trainer overrides."""
+    """A named recipe: model-config overrides, the dataset (name + config overrides) and trainer overrides.
+
+    `frame_shape` `(C, H, W)` is the shape of the recipe's frames, so `vpkit models` can size the network without
+    opening the dataset."""
 
     model: Mapping[str, Any] = field(default_factory=dict)
     dataset: str = "smmnist"
     data: Mapping[str, Any] = field(default_factory=dict)
     train: Mapping[str, Any] = field(default_factory=dict)
+    frame_shape: tuple[int, int, int] | None = None
     description: str = ""
 
 
@@ -89,11 +93,12 @@ class ExporterSpec:
 class ImporterSpec:
     """Converts a method's official checkpoint into a vpkit checkpoint.
 
-    `load(path, options)` returns `(model, data)`: the built `VideoPredictor` with the official weights and the
-    `data` section for `vpkit.json` (dataset name, frame_shape, n_context, n_future). It must never run code
-    from the file (use `vpkit.engine.legacy_pickle` for pickled modules)."""
+    `load(path, options)` returns `(model_key, model, data)`: the registered model name, the built
+    `VideoPredictor` with the official weights, and the `data` section for `vpkit.json` (dataset name, config,
+    frame_shape, n_context, n_future). It must never run code from the file (use `vpkit.engine.legacy_pickle`
+    for pickled modules)."""
 
     name: str
-    load: Callable[[Path, Mapping[str, Any]], tuple[VideoPredictor, dict[str, Any]]]
+    load: Callable[[Path, Mapping[str, Any]], tuple[str, VideoPredictor, dict[str, Any]]]
     description: str = ""
     plugin: str = ""

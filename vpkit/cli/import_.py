@@ -1,0 +1,37 @@
+"""`vpkit import NAME PATH --out CKPT`: convert a method's official checkpoint into a vpkit checkpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from vpkit.cli.console import console
+from vpkit.core.checkpoint import plugin_section, save_checkpoint
+from vpkit.core.config import parse_overrides
+from vpkit.core.errors import VpkitError
+from vpkit.core.plugins import get_host
+
+
+def import_command(
+    name: str = typer.Argument(..., help="Which method's format, e.g. 'svg' (see `vpkit plugins`)."),
+    path: Path = typer.Argument(..., help="The official checkpoint file."),
+    out: Path = typer.Option(None, "--out", "-o", help="Checkpoint directory to write (default: imported/<file stem>)."),
+    overrides: list[str] = typer.Option([], "--set", help="Importer options, e.g. --set n_future=20 (repeatable)."),
+    force: bool = typer.Option(False, "--force", help="Replace OUT if it already exists."),
+) -> None:
+    """Convert an official checkpoint (read without running any code from it) into a vpkit checkpoint."""
+    host = get_host()
+    spec = host.importers.get(name)
+    if not path.is_file():
+        raise VpkitError(f"Official checkpoint not found: {path}")
+    out = out or Path("imported") / path.stem
+    if out.exists() and not force:
+        raise VpkitError(f"{out} already exists; pass --force to replace it or choose another --out.")
+    model_key, model, data = spec.load(path, parse_overrides(overrides))
+    model_spec = host.models.get(model_key)
+    save_checkpoint(out, model, model_key=model_key, plugin=plugin_section(model_spec.plugin), data=data,
+                    train={"step": 0, "imported_from": str(path), "importer": name})
+    params = sum(p.numel() for p in model.parameters())
+    console.print(f"Imported [bold]{model_key}[/] ({params:,} parameters) from {path} -> [bold]{out}[/]")
+    console.print(f"Next: vpkit eval {out}")

@@ -1,0 +1,174 @@
+"""`vpkit train`: resolve plugin, model, preset, dataset and configs, then run the trainer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from vpkit.cli.console import console
+from vpkit.core.config import BaseConfig, TrainConfig, build_config, load_yaml, parse_overrides
+from vpkit.core.errors import VpkitError, did_you_mean
+from vpkit.core.plugins import Host, get_host
+from vpkit.core.specs import DatasetSpec, ModelSpec
+
+_SECTIONS = ("model", "data", "train")
+
+
+@dataclass
+class RunPlan:
+    """Everything `vpkit train` decided before building anything."""
+
+    spec: ModelSpec
+    preset: str
+    model_cfg: BaseConfig
+    dataset: DatasetSpec
+    data_cfg: BaseConfig
+    train_cfg: TrainConfig
+
+
+def resolve_model(host: Host, plugin: str | None, model: str | None) -> ModelSpec:
+    """`--model` wins; otherwise the plugin's default model."""
+    if plugin is not None and plugin not in host.infos:
+        raise VpkitError(f"Unknown plugin '{plugin}'.{did_you_mean(plugin, host.infos)} Installed: "
+                         f"{', '.join(sorted(host.infos))}. Model plugins live in plugins/ (pip install -e plugins/vpkit-NAME).")
+    if model is not None:
+        spec = host.models.get(model)
+        if plugin is not None and spec.plugin != plugin:
+            raise VpkitError(f"Model '{model}' belongs to plugin '{spec.plugin}', not '{plugin}'.")
+        return spec
+    if plugin is None:
+        with_models = sorted({s.plugin for s in host.models})
+        raise VpkitError("Say what to train: --plugin NAME (its default model) or --model NAME. "
+                         f"Plugins with models: {', '.join(with_models) or 'none installed'}.")
+    specs = host.models_of(plugin)
+    if not specs:
+        raise VpkitError(f"Plugin '{plugin}' registers no models.")
+    defaults = [s for s in specs if s.default] or specs[:1]
+    return defaults[0]
+
+
+def plan_run(
+    host: Host, spec: ModelSpec, *, preset: str | None, dataset: str | None, config_file: Path | None,
+    overrides: list[str], train_args: dict[str, Any],
+) -> RunPlan:
+    """Layer defaults < preset < YAML < --set < explicit CLI options for the model, data and train configs."""
+    preset_name = preset or spec.default_preset
+    if preset_name not in spec.presets:
+        raise VpkitError(f"Unknown preset '{preset_name}' for {spec.name}.{did_you_mean(preset_name, spec.presets)} "
+                         f"Presets: {', '.join(spec.presets)}.")
+    recipe = spec.presets[preset_name]
+    file_cfg = load_yaml(config_file) if config_file else {}
+    set_cfg = parse_overrides(overrides)
+    for layer, origin in ((file_cfg, f"config file {config_file}"), (set_cfg, "--set")):
+        unknown = set(layer) - set(_SECTIONS) - {"dataset"}
+        if unknown:
+            key = sorted(unknown)[0]
+            raise VpkitError(f"Unknown section '{key}' in {origin}.{did_you_mean(key, _SECTIONS)} "
+                             f"Use model.*, data.*, train.* (e.g. --set train.steps=100).")
+    dataset_name = dataset or set_cfg.get("dataset") or file_cfg.get("dataset") or recipe.dataset
+    dspec = host.datasets.get(dataset_name)
+    same_data = dataset_name == recipe.dataset
+    model_cfg = build_config(spec.config_cls, recipe.model, file_cfg.get("model"), set_cfg.get("model"),
+                             what=f"{spec.name} config")
+    data_cfg = build_config(dspec.config_cls, recipe.data if same_data else {}, file_cfg.get("data"),
+                            set_cfg.get("data"), what=f"dataset '{dataset_name}' config")
+    explicit = {k: v for k, v in train_args.items() if v is not None}
+    train_cfg = build_config(TrainConfig, recipe.train, file_cfg.get("train"), set_cfg.get("train"), explicit,
+                             what="train config")
+    return RunPlan(spec, preset_name, model_cfg, dspec, data_cfg, train_cfg)
+
+
+def _fresh_out_dir(base: Path) -> Path:
+    """runs/NAME, then runs/NAME-2, -3... so a new run never overwrites an old one."""
+    if not base.exists():
+        return base
+    i = 2
+    while (base.parent / f"{base.name}-{i}").exists():
+        i += 1
+    return base.parent / f"{base.name}-{i}"
+
+
+def train_command(
+    plugin: str = typer.Option(None, "--plugin", "-p", help="Model plugin; trains its default model (e.g. svg)."),
+    model: str = typer.Option(None, "--model", "-m", help="Model name (see `vpkit models`), e.g. svg-fp."),
+    preset: str = typer.Option(None, "--preset", help="Recipe of the model (default: the model's default preset)."),
+    dataset: str = typer.Option(None, "--dataset", "-d", help="Dataset name (default: the preset's)."),
+    config: Path = typer.Option(None, "--config", "-c", help="YAML file with model:/data:/train: sections."),
+    overrides: list[str] = typer.Option([], "--set", help="Override any config key: --set train.lr=... "
+                                        "--set model.z_dim=16 --set data.num_digits=1 (repeatable)."),
+    steps: int = typer.Option(None, "--steps", help="Optimisation steps (train.steps)."),
+    batch_size: int = typer.Option(None, "--batch-size", "-b", help="Videos per step (train.batch_size)."),
+    precision: str = typer.Option(None, "--precision", help="32 | bf16-mixed | 16-mixed (train.precision)."),
+    seed: int = typer.Option(None, "--seed", help="Random seed (train.seed)."),
+    out: Path = typer.Option(None, "--out", "-o", help="Run directory (default runs/<model>-<preset>[-N])."),
+    resume: Path = typer.Option(None, "--resume", help="Continue from a checkpoint (e.g. RUN/checkpoints/last)."),
+    device: str = typer.Option(None, "--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)."),
+    metrics: str = typer.Option("psnr,ssim", "--metrics", help="Comma-separated validation metrics."),
+    lpips_backbone: Path = typer.Option(None, "--lpips-backbone", help="AlexNet weights file for LPIPS offline."),
+) -> None:
+    """Train a model. `vpkit train --plugin svg` trains SVG-LP on the embedded Stochastic Moving MNIST."""
+    import torch
+
+    from vpkit.core.checkpoint import plugin_section, read_checkpoint
+    from vpkit.engine.trainer import Trainer
+
+    host = get_host()
+    train_args = {"steps": steps, "batch_size": batch_size, "precision": precision, "seed": seed}
+    if resume is not None:
+        ckpt = read_checkpoint(resume)
+        spec = host.models.get(ckpt.model_key)
+        data_meta = ckpt.meta["data"]
+        saved_train = ckpt.meta.get("train", {}).get("config", {})
+        dspec = host.datasets.get(data_meta["name"])
+        plan = RunPlan(
+            spec, ckpt.meta.get("train", {}).get("preset", "?"),
+            build_config(spec.config_cls, ckpt.meta["model"]["config"], what="saved model config"),
+            dspec, build_config(dspec.config_cls, data_meta.get("config", {}), what="saved data config"),
+            build_config(TrainConfig, saved_train, parse_overrides(overrides).get("train"),
+                         {k: v for k, v in train_args.items() if v is not None}, what="train config"),
+        )
+        out_dir = out or Path(resume).resolve().parent.parent
+    else:
+        spec = resolve_model(host, plugin, model)
+        plan = plan_run(host, spec, preset=preset, dataset=dataset, config_file=config, overrides=overrides,
+                        train_args=train_args)
+        out_dir = out or _fresh_out_dir(Path("runs") / f"{spec.name}-{plan.preset}")
+        if (out_dir / "checkpoints" / "last").exists():
+            raise VpkitError(f"{out_dir} already holds a run. Resume it with --resume {out_dir}/checkpoints/last "
+                             "or pass another --out.")
+    metric_names = [m.strip() for m in metrics.split(",") if m.strip()]
+    for name in metric_names:
+        host.metrics.get(name)
+    if plan.train_cfg.val_metric not in metric_names:
+        raise VpkitError(f"train.val_metric '{plan.train_cfg.val_metric}' must be one of --metrics "
+                         f"({', '.join(metric_names)}).")
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise VpkitError("--device cuda was asked for but no CUDA device is available; use --device cpu.")
+
+    train_set = plan.dataset.build(plan.data_cfg, "train")
+    val_set = plan.dataset.build(plan.data_cfg, "test")
+    frame_shape = tuple(train_set.frame_shape)
+    model_obj = plan.spec.build(plan.model_cfg, frame_shape)
+    n_context, n_future = plan.model_cfg.n_context, plan.model_cfg.n_future  # type: ignore[attr-defined]
+    data_meta = {"name": plan.dataset.name, "config": plan.data_cfg.model_dump(mode="json"),
+                 "frame_shape": list(frame_shape), "n_context": n_context, "n_future": n_future}
+    n_params = sum(p.numel() for p in model_obj.parameters())
+    console.print(f"Training [bold]{plan.spec.name}[/] (preset {plan.preset}, {n_params:,} parameters) on "
+                  f"[bold]{plan.dataset.name}[/] {frame_shape}, {n_context}+{n_future} frames, "
+                  f"{plan.train_cfg.steps} steps of {plan.train_cfg.batch_size} videos on {dev} -> {out_dir}")
+    trainer = Trainer(
+        model_obj, model_key=plan.spec.name, plugin_meta=plugin_section(plan.spec.plugin), train_cfg=plan.train_cfg,
+        train_set=train_set, val_set=val_set, data_meta=data_meta, out_dir=out_dir, metrics=metric_names,
+        metric_options={"device": str(dev), "lpips_backbone": str(lpips_backbone) if lpips_backbone else None},
+        device=dev, resume_from=resume, preset=plan.preset,
+    )
+    result = trainer.fit()
+    console.print(f"Done at step {result.step}. Last checkpoint: [bold]{result.last}[/]"
+                  + (f"; best ({plan.train_cfg.val_metric} {result.best_metric:.4f}): [bold]{result.best}[/]"
+                     if result.best is not None and result.best_metric is not None else ""))
+    target = result.best or result.last
+    console.print(f"Next: vpkit eval {target} --samples 100")
