@@ -1,0 +1,1 @@
+"""SVG-LP / SVG-FP for vpkit."""
