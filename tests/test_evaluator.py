@@ -207,8 +207,6 @@ def test_num_videos_and_examples():
 def test_bad_inputs_are_clear_errors():
     with pytest.raises(VpkitError, match="lower --horizon"):
         run(NoiseModel(), horizon=10)
-    with pytest.raises(VpkitError, match="BatchNorm mode"):
-        run(NoiseModel(), bn_mode="frozen")
 
     class Diverged(NoiseModel):
         def predict(self, context, horizon, *, num_samples=1, generator=None):
@@ -244,27 +242,21 @@ class BNModel(VideoPredictor):
 
 
 @pytest.mark.parametrize("start_in_training", [True, False])
-def test_bn_mode_train_uses_batch_statistics_and_restores_everything(start_in_training):
+def test_sampling_uses_eval_mode_and_restores_everything(start_in_training):
     model = BNModel().train(start_in_training)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    with_batch_stats = run(model, metrics=(MAE,), bn_mode="train")
-    assert model.bn_modes_seen and all(model.bn_modes_seen)
-    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # buffers restored
-    assert model.training == start_in_training and model.bn.training == start_in_training
-
-    model.bn_modes_seen.clear()
-    with_running_stats = run(model, metrics=(MAE,), bn_mode="eval")
+    result = run(model, metrics=(MAE,))
     assert model.bn_modes_seen and not any(model.bn_modes_seen)
-    assert model.training == start_in_training
-    assert with_batch_stats.per_video["mae"]["best"] != with_running_stats.per_video["mae"]["best"]
-    assert with_batch_stats.protocol["bn_mode"] == "train"
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert model.training == start_in_training and model.bn.training == start_in_training
+    assert result.protocol["batchnorm_at_sampling"] == "running statistics (eval mode)"
 
 
 def test_sampling_mode_restores_buffers_after_an_error():
     model = BNModel()
     before = model.bn.running_mean.clone()
-    with pytest.raises(RuntimeError), evaluator.sampling_mode(model, "train"):
-        model.bn(torch.randn(4, 1, 8, 8))  # updates the running statistics
+    with pytest.raises(RuntimeError), evaluator.sampling_mode(model):
+        model.bn.running_mean.add_(1.0)  # a model that changes its buffers while sampling
         assert not torch.equal(model.bn.running_mean, before)
         raise RuntimeError("interrupted")
     assert torch.equal(model.bn.running_mean, before) and model.training
@@ -273,11 +265,11 @@ def test_sampling_mode_restores_buffers_after_an_error():
 # -- eval card and plots -------------------------------------------------------------------------------------------
 
 def test_report_holds_every_protocol_choice_next_to_the_numbers():
-    result = run(OffsetModel([0.04, -0.01, 0.02, -0.03]), metrics=(PSNR, SSIM), seed=7, bn_mode="train")
+    result = run(OffsetModel([0.04, -0.01, 0.02, -0.03]), metrics=(PSNR, SSIM), seed=7)
     report = json.loads(json.dumps(result.to_report(checkpoint={"path": "runs/x/checkpoints/best", "step": 12})))
     assert report["format"] == evaluator.REPORT_FORMAT
     for key, value in {"n_context": N_CONTEXT, "horizon": HORIZON, "num_samples": 4, "num_videos": 5, "seed": 7,
-                       "bn_mode": "train", "selection": "best per video per metric"}.items():
+                       "batchnorm_at_sampling": "no BatchNorm", "selection": "best per video per metric"}.items():
         assert report[key] == value
     assert report["checkpoint"] == {"path": "runs/x/checkpoints/best", "step": 12}
     assert {"torch", "lpips", "vpkit", "torchvision"} <= set(report["versions"])
@@ -400,8 +392,8 @@ def test_eval_command_fails_when_lpips_is_asked_for_explicitly(fake_checkpoint, 
 def test_eval_command_json_and_options(fake_checkpoint, tmp_path):
     out = tmp_path / "elsewhere"
     result = invoke(fake_checkpoint, "--samples", "2", "--metrics", "psnr", "--horizon", "2", "--videos", "2",
-                    "--bn-mode", "train", "--out", out, "--json", "--device", "cpu")
+                    "--out", out, "--json", "--device", "cpu")
     assert result.exit_code == 0, result.output
     printed = json.loads(result.stdout)
-    assert printed["horizon"] == 2 and printed["num_videos"] == 2 and printed["bn_mode"] == "train"
+    assert printed["horizon"] == 2 and printed["num_videos"] == 2
     assert json.loads((out / "report.json").read_text())["summary"] == printed["summary"]

@@ -67,8 +67,6 @@ def eval_command(
     device: str = typer.Option(None, "--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)."),
     lpips_backbone: Path = typer.Option(None, "--lpips-backbone", help="torchvision's alexnet-owt-7be5be79.pth "
                                         "for LPIPS (default: torchvision's cache under $TORCH_HOME/hub/checkpoints)."),
-    bn_mode: str = typer.Option("eval", "--bn-mode", help="BatchNorm while sampling: eval (running statistics) or "
-                                "train (batch statistics, as SVG-LP's and SLAMP's official generation)."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON instead of the table."),
 ) -> None:
     """Evaluate a checkpoint with the SRVP protocol: N samples per test video, best per video per metric,
@@ -83,8 +81,6 @@ def eval_command(
     names, explicit = _metric_names(metrics)
     if samples < 1:
         raise VpkitError("--samples must be at least 1.")
-    if bn_mode not in evaluator.BN_MODES:
-        raise VpkitError(f"--bn-mode must be one of {', '.join(evaluator.BN_MODES)}, got '{bn_mode}'.")
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise VpkitError("--device cuda was asked for but no CUDA device is available; use --device cpu.")
@@ -115,7 +111,7 @@ def eval_command(
 
     result = evaluator.evaluate(
         model, dataset, n_context=n_context, horizon=horizon, num_samples=samples, metrics=built,
-        num_videos=videos, batch_size=batch_size, seed=seed, device=dev, bn_mode=bn_mode, progress=True,
+        num_videos=videos, batch_size=batch_size, seed=seed, device=dev, progress=True,
     )
 
     out_dir = out or default_out_dir(checkpoint)

@@ -150,7 +150,9 @@ def train_command(
         raise VpkitError("--device cuda was asked for but no CUDA device is available; use --device cpu.")
 
     train_set = plan.dataset.build(plan.data_cfg, "train")
-    val_set = plan.dataset.build(plan.data_cfg, "test")
+    # pick the best checkpoint on held-out validation data, never on the test set, when the dataset has one
+    val_split = "val" if "val" in plan.dataset.splits else "test"
+    val_set = plan.dataset.build(plan.data_cfg, val_split)
     frame_shape = tuple(train_set.frame_shape)
     model_obj = plan.spec.build(plan.model_cfg, frame_shape)
     n_context, n_future = plan.model_cfg.n_context, plan.model_cfg.n_future  # type: ignore[attr-defined]

@@ -25,7 +25,6 @@ from torch import Tensor, nn
 from vpkit.core.errors import VpkitError
 from vpkit.core.specs import MetricSpec
 
-BN_MODES = ("eval", "train")
 REPORT_FORMAT = "vpkit-eval-card/1"
 SELECTION_RULE = "best per video per metric"
 # Bytes of predicted frames one `predict` call may return; a batch of videos × samples above this is split along
@@ -91,7 +90,7 @@ class EvalResult:
 
     def to_report(self, **card: Any) -> dict[str, Any]:
         """An eval card: the numbers next to every protocol choice (top-level keys: n_context, horizon,
-        num_samples, selection, num_videos, seed, bn_mode...), metric setting and library version.
+        num_samples, selection, num_videos, seed, BatchNorm statistics...), metric setting and library version.
 
         `card` adds what the evaluator cannot know (checkpoint path and step, dataset, model...).
         """
@@ -157,24 +156,15 @@ def _jsonable(value: Any) -> Any:
 
 
 @contextmanager
-def sampling_mode(model: nn.Module, bn_mode: str) -> Iterator[None]:
-    """Put `model` in eval mode for sampling, BatchNorm in training mode when `bn_mode="train"`.
-
-    `"train"` reproduces SVG-LP's `generate` and SLAMP's `evaluate`, which sample with batch statistics (svg#15).
-    Every module's mode and every normalisation buffer are restored on exit, so evaluating never changes the model
-    (training-mode BatchNorm would otherwise update its running statistics).
-    """
-    if bn_mode not in BN_MODES:
-        raise VpkitError(f"Unknown BatchNorm mode '{bn_mode}'; use one of: {', '.join(BN_MODES)}.")
+def sampling_mode(model: nn.Module) -> Iterator[None]:
+    """Put `model` in eval mode for sampling; restore every module's mode and every normalisation buffer on exit,
+    so evaluating never changes the model. Which BatchNorm statistics a model samples with is the model's own
+    setting (e.g. SVG's `sampling_batchnorm`), recorded on the eval card."""
     modes = {module: module.training for module in model.modules()}
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._NormBase)]
     saved = [{name: buf.detach().clone() for name, buf in m.named_buffers(recurse=False) if buf is not None}
              for m in norms]
     model.eval()
-    if bn_mode == "train":
-        for module in model.modules():
-            if isinstance(module, nn.modules.batchnorm._BatchNorm):
-                module.train()
     try:
         yield
     finally:
@@ -184,6 +174,15 @@ def sampling_mode(model: nn.Module, bn_mode: str) -> Iterator[None]:
                     getattr(module, name).copy_(value)
         for module, training in modes.items():
             module.training = training
+
+
+def batchnorm_at_sampling(model: nn.Module) -> str:
+    """What the eval card says about BatchNorm while sampling: the model's own setting, or running statistics."""
+    setting = getattr(getattr(model, "config", None), "sampling_batchnorm", None)
+    if setting is not None:
+        return f"{setting} statistics (model.sampling_batchnorm)"
+    has_bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    return "running statistics (eval mode)" if has_bn else "no BatchNorm"
 
 
 def _load_videos(dataset: Any, indices: list[int]) -> Tensor:
@@ -237,7 +236,6 @@ def evaluate(
     batch_size: int = 16,
     seed: int = 0,
     device: str | torch.device = "cpu",
-    bn_mode: str = "eval",
     progress: bool = True,
     keep_examples: int = 4,
     samples_per_call: int | None = None,
@@ -251,8 +249,6 @@ def evaluate(
     """
     if n_context < 1 or horizon < 1 or num_samples < 1 or batch_size < 1:
         raise VpkitError("n_context, horizon, num_samples and batch_size must all be at least 1.")
-    if bn_mode not in BN_MODES:
-        raise VpkitError(f"Unknown BatchNorm mode '{bn_mode}'; use one of: {', '.join(BN_MODES)}.")
     device = torch.device(device)
     options = {"device": str(device), **dict(metric_options or {})}
     built = [m if isinstance(m, BuiltMetric) else build_metric(m, options) for m in metrics]
@@ -275,7 +271,7 @@ def evaluate(
     examples: list[dict[str, Any]] = []
     chunk: int | None = None
 
-    with sampling_mode(model, bn_mode), torch.no_grad(), _progress(progress) as bar:
+    with sampling_mode(model), torch.no_grad(), _progress(progress) as bar:
         task = bar.add_task("eval", total=n_videos)
         for start in range(0, n_videos, batch_size):
             indices = list(range(start, min(start + batch_size, n_videos)))
@@ -369,7 +365,7 @@ def evaluate(
         "generator": "torch.Generator on the CPU, seeded once, drawn in video-batch order",
         "batch_size": batch_size,
         "samples_per_call": chunk,
-        "bn_mode": bn_mode,
+        "batchnorm_at_sampling": batchnorm_at_sampling(model),
         "device": str(device),
     }
     metric_cards = {
