@@ -102,3 +102,16 @@ def test_train_then_eval_end_to_end(tmp_path):
     vpkit("train", "--resume", str(run / "checkpoints" / "last"), "--steps", "6")
     meta = json.loads((run / "checkpoints" / "last" / "vpkit.json").read_text())
     assert meta["train"]["step"] == 6
+
+
+def test_same_seed_gives_the_same_run(tmp_path):
+    from safetensors.torch import load_file
+
+    weights = []
+    for name in ("a", "b"):
+        vpkit("train", "--plugin", "svg", "--preset", "tiny", "--steps", "1", "--batch-size", "2", "--seed", "3",
+              "--out", str(tmp_path / name), "--metrics", "psnr", "--set", "train.val_metric=psnr",
+              "--set", "train.val_videos=2", "--device", "cpu")
+        weights.append(load_file(str(tmp_path / name / "checkpoints" / "last" / "model.safetensors")))
+    assert weights[0].keys() == weights[1].keys()
+    assert all((weights[0][k] == weights[1][k]).all() for k in weights[0])

@@ -113,7 +113,7 @@ def train_command(
     import torch
 
     from vpkit.core.checkpoint import plugin_section, read_checkpoint
-    from vpkit.engine.trainer import Trainer
+    from vpkit.engine.trainer import Trainer, seed_everything
 
     host = get_host()
     train_args = {"steps": steps, "batch_size": batch_size, "precision": precision, "seed": seed}
@@ -136,15 +136,9 @@ def train_command(
         plan = plan_run(host, spec, preset=preset, dataset=dataset, config_file=config, overrides=overrides,
                         train_args=train_args)
         out_dir = out or _fresh_out_dir(Path("runs") / f"{spec.name}-{plan.preset}")
-        if (out_dir / "checkpoints" / "last").exists():
-            raise VpkitError(f"{out_dir} already holds a run. Resume it with --resume {out_dir}/checkpoints/last "
-                             "or pass another --out.")
     metric_names = [m.strip() for m in metrics.split(",") if m.strip()]
-    for name in metric_names:
+    for name in metric_names:  # fail on a typo before any data or model is built
         host.metrics.get(name)
-    if plan.train_cfg.val_metric not in metric_names:
-        raise VpkitError(f"train.val_metric '{plan.train_cfg.val_metric}' must be one of --metrics "
-                         f"({', '.join(metric_names)}).")
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise VpkitError("--device cuda was asked for but no CUDA device is available; use --device cpu.")
@@ -154,20 +148,21 @@ def train_command(
     val_split = "val" if "val" in plan.dataset.splits else "test"
     val_set = plan.dataset.build(plan.data_cfg, val_split)
     frame_shape = tuple(train_set.frame_shape)
+    seed_everything(plan.train_cfg.seed)  # the same --seed gives the same initial weights
     model_obj = plan.spec.build(plan.model_cfg, frame_shape)
     n_context, n_future = plan.model_cfg.n_context, plan.model_cfg.n_future  # type: ignore[attr-defined]
     data_meta = {"name": plan.dataset.name, "config": plan.data_cfg.model_dump(mode="json"),
                  "frame_shape": list(frame_shape), "n_context": n_context, "n_future": n_future}
     n_params = sum(p.numel() for p in model_obj.parameters())
-    console.print(f"Training [bold]{plan.spec.name}[/] (preset {plan.preset}, {n_params:,} parameters) on "
-                  f"[bold]{plan.dataset.name}[/] {frame_shape}, {n_context}+{n_future} frames, "
-                  f"{plan.train_cfg.steps} steps of {plan.train_cfg.batch_size} videos on {dev} -> {out_dir}")
     trainer = Trainer(
         model_obj, model_key=plan.spec.name, plugin_meta=plugin_section(plan.spec.plugin), train_cfg=plan.train_cfg,
         train_set=train_set, val_set=val_set, data_meta=data_meta, out_dir=out_dir, metrics=metric_names,
         metric_options={"device": str(dev), "lpips_backbone": str(lpips_backbone) if lpips_backbone else None},
         device=dev, resume_from=resume, preset=plan.preset,
     )
+    console.print(f"Training [bold]{plan.spec.name}[/] (preset {plan.preset}, {n_params:,} parameters) on "
+                  f"[bold]{plan.dataset.name}[/] {frame_shape}, {n_context}+{n_future} frames, "
+                  f"{plan.train_cfg.steps} steps of {plan.train_cfg.batch_size} videos on {dev} -> {out_dir}")
     result = trainer.fit()
     console.print(f"Done at step {result.step}. Last checkpoint: [bold]{result.last}[/]"
                   + (f"; best ({plan.train_cfg.val_metric} {result.best_metric:.4f}): [bold]{result.best}[/]"
