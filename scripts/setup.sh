@@ -17,7 +17,7 @@ if [ ! -f "$stamp" ]; then
   "$VPKIT_VENV/bin/python" -m pip install -q --upgrade pip "setuptools>=68" wheel
   # torch 2.14.1 + torchvision 0.29.1 is the pair with which `lpips` imports on these machines; pin it first.
   "$VPKIT_VENV/bin/python" -m pip install -q torch==2.14.1 torchvision==0.29.1
-  "$VPKIT_VENV/bin/python" -m pip install -q -e "$VPKIT_ROOT[test,tensorboard]" -e "$VPKIT_ROOT/plugins/vpkit-svg"
+  "$VPKIT_VENV/bin/python" -m pip install -q -e "$VPKIT_ROOT[test,tensorboard,onnx]" -e "$VPKIT_ROOT/plugins/vpkit-svg"
   touch "$stamp"
 fi
 # Re-link the checkout (a cached environment may have been built from another clone).

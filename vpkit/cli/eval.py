@@ -55,7 +55,8 @@ def _stack_examples(examples: list[dict[str, Any]], first_metric: str) -> tuple[
 
 
 def eval_command(
-    checkpoint: Path = typer.Argument(..., help="Checkpoint directory (e.g. runs/svg-smmnist/checkpoints/best)."),
+    checkpoint: Path = typer.Argument(..., help="Checkpoint or export directory (e.g. "
+                                      "runs/svg-smmnist/checkpoints/best, or its -onnx export)."),
     samples: int = typer.Option(100, "--samples", "-n", help="Samples per test video (best of N)."),
     metrics: list[str] = typer.Option(None, "--metrics", help="Metrics, comma-separated or repeated "
                                       "(default: psnr,ssim,lpips; lpips is skipped when its AlexNet is missing)."),
@@ -65,29 +66,31 @@ def eval_command(
     batch_size: int = typer.Option(16, "--batch-size", "-b", help="Test videos per batch (samples are batched too)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the sampling generator."),
     device: str = typer.Option(None, "--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)."),
+    backend: str = typer.Option(None, "--backend", help="torch, onnx or trt (default: torch for a checkpoint, "
+                                "the export's format for an export directory)."),
+    compile: bool = typer.Option(False, "--compile", help="torch.compile the graphs (torch backend)."),
     lpips_backbone: Path = typer.Option(None, "--lpips-backbone", help="torchvision's alexnet-owt-7be5be79.pth "
                                         "for LPIPS (default: torchvision's cache under $TORCH_HOME/hub/checkpoints)."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON instead of the table."),
 ) -> None:
-    """Evaluate a checkpoint with the SRVP protocol: N samples per test video, best per video per metric,
-    mean ± 95% CI over videos (also mean-of-N and worst-of-N)."""
+    """Evaluate a checkpoint or an export with the SRVP protocol: N samples per test video, best per video per
+    metric, mean ± 95% CI over videos (also mean-of-N and worst-of-N)."""
     import torch
 
-    from vpkit.core.checkpoint import load_model
     from vpkit.core.config import build_config
     from vpkit.core.plugins import get_host
     from vpkit.engine import evaluator, media, plots
+    from vpkit.engine.runtime import load_runtime, resolve_device
 
     names, explicit = _metric_names(metrics)
     if samples < 1:
         raise VpkitError("--samples must be at least 1.")
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise VpkitError("--device cuda was asked for but no CUDA device is available; use --device cpu.")
+    dev = resolve_device(device)
 
     host = get_host()
-    model, ckpt = load_model(checkpoint, device=dev)
-    data_meta = ckpt.meta["data"]
+    runtime = load_runtime(checkpoint, backend=backend, device=dev, compile=compile)
+    model, meta = runtime.model, runtime.meta
+    data_meta = meta["data"]
     dspec = host.datasets.get(data_meta["name"])
     data_cfg = build_config(dspec.config_cls, data_meta.get("config", {}), what=f"data config in {checkpoint}")
     dataset = dspec.build(data_cfg, "test")
@@ -111,16 +114,18 @@ def eval_command(
 
     result = evaluator.evaluate(
         model, dataset, n_context=n_context, horizon=horizon, num_samples=samples, metrics=built,
-        num_videos=videos, batch_size=batch_size, seed=seed, device=dev, progress=True,
+        num_videos=videos, batch_size=batch_size, seed=seed, device=dev, progress=True, backend=runtime.runner,
     )
 
     out_dir = out or default_out_dir(checkpoint)
     out_dir.mkdir(parents=True, exist_ok=True)
-    train_meta = ckpt.meta.get("train", {})
+    train_meta = meta.get("train", {})
     report = result.to_report(
         checkpoint={"path": str(Path(checkpoint).resolve()), "step": train_meta.get("step"),
-                    "model": ckpt.model_key, "plugin": ckpt.meta.get("plugin", {}),
-                    "created": ckpt.meta.get("created")},
+                    "model": runtime.model_key, "plugin": meta.get("plugin", {}),
+                    "created": meta.get("created"), "backend": runtime.describe(),
+                    **({"export": {k: meta["export"][k] for k in ("format", "precision", "source")}}
+                       if "export" in meta else {})},
         dataset={"name": data_meta["name"], "split": "test", "config": data_meta.get("config", {}),
                  "frame_shape": data_meta.get("frame_shape")},
         skipped_metrics=skipped,
@@ -135,7 +140,7 @@ def eval_command(
     if as_json:
         print_json(report)
         return
-    _print_table(result, ckpt.model_key, data_meta["name"])
+    _print_table(result, runtime.model_key, data_meta["name"])
     console.print(f"Report: [bold]{out_dir / 'report.json'}[/]  plots: "
                   + ", ".join(str(p) for p in plot_paths.values()) + (f"  samples: {gif}" if gif else ""))
 

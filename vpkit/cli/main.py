@@ -10,7 +10,7 @@ from vpkit.core.errors import VpkitError
 
 app = typer.Typer(
     name="vpkit",
-    help="Stochastic and object-centric video prediction: train, evaluate, import and inspect models.",
+    help="Stochastic and object-centric video prediction: train, evaluate, export, predict, import and inspect models.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
@@ -18,13 +18,15 @@ app = typer.Typer(
 
 
 def _assemble() -> None:
-    from vpkit.cli import data, eval, import_, models, plugins, train
+    from vpkit.cli import benchmark, data, eval, export, import_, models, plugins, train
 
     app.command("train")(train.train_command)
     app.command("eval")(eval.eval_command)
     app.command("models")(models.models_command)
     app.command("plugins")(plugins.plugins_command)
     app.command("import")(import_.import_command)
+    app.command("export")(export.export_command)
+    app.command("benchmark")(benchmark.benchmark_command)
     app.add_typer(data.app, name="data")
     from vpkit.core.plugins import get_host
 

@@ -11,6 +11,8 @@ import json
 import os
 import shutil
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -64,7 +66,6 @@ def save_checkpoint(
     from vpkit import __version__
 
     directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
     meta: dict[str, Any] = {
         "format_version": FORMAT_VERSION,
         "vpkit_version": __version__,
@@ -76,20 +77,29 @@ def save_checkpoint(
     }
     if extra:
         meta.update(extra)
-    tmp = directory.parent / f".{directory.name}.tmp-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    try:
+    with atomic_dir(directory) as tmp:
         state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
         save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
         if train_state is not None:
             torch.save(train_state, tmp / TRAIN_STATE_FILE)
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+    return directory
+
+
+@contextmanager
+def atomic_dir(directory: Path) -> Iterator[Path]:
+    """Yield a temporary sibling of `directory` to fill; on success it replaces `directory` (fsynced, renamed), on
+    any error it is deleted, so `directory` is always either the old complete one or the new complete one."""
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = directory.parent / f".{directory.name}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        yield tmp
         _fsync_dir(tmp)
         _replace_dir(tmp, directory)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return directory
 
 
 def _replace_dir(src: Path, dst: Path) -> None:
@@ -103,9 +113,10 @@ def _replace_dir(src: Path, dst: Path) -> None:
 
 
 def _fsync_dir(path: Path) -> None:
-    for child in path.iterdir():
-        with open(child, "rb") as fh:
-            os.fsync(fh.fileno())
+    for child in path.rglob("*"):
+        if child.is_file():
+            with open(child, "rb") as fh:
+                os.fsync(fh.fileno())
 
 
 def read_checkpoint(path: Path | str) -> Checkpoint:
@@ -143,12 +154,11 @@ def load_state_dict(path: Path | str) -> dict[str, torch.Tensor]:
         raise VpkitError(f"{weights} is corrupt or truncated: {exc}") from None
 
 
-def load_model(path: Path | str, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, Checkpoint]:
-    """Rebuild the model a checkpoint describes and load its weights. The plugin must be installed."""
+def build_model(ckpt: Checkpoint) -> torch.nn.Module:
+    """The model `ckpt` describes, freshly initialised (weights not loaded). The plugin must be installed."""
     from vpkit.core.config import build_config
     from vpkit.core.plugins import get_host
 
-    ckpt = read_checkpoint(path)
     host = get_host()
     plugin = ckpt.meta["plugin"]
     key = ckpt.model_key
@@ -156,18 +166,28 @@ def load_model(path: Path | str, device: str | torch.device = "cpu") -> tuple[to
         dist, version = plugin.get("distribution", plugin.get("name")), plugin.get("version")
         pin = f"=={version}" if version and "unknown" not in version else ""
         raise VpkitError(
-            f"{path} needs model '{key}' from plugin '{plugin.get('name')}', which is not installed. "
+            f"{ckpt.path} needs model '{key}' from plugin '{plugin.get('name')}', which is not installed. "
             f"Install it with: pip install '{dist}{pin}'"
         )
     spec = host.models.get(key)
-    config = build_config(spec.config_cls, ckpt.meta["model"]["config"], what=f"model config in {path}")
-    model = spec.build(config, ckpt.frame_shape)
+    config = build_config(spec.config_cls, ckpt.meta["model"]["config"], what=f"model config in {ckpt.path}")
+    return spec.build(config, ckpt.frame_shape)
+
+
+def load_model(path: Path | str, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, Checkpoint]:
+    """Rebuild the model a checkpoint describes and load its weights. The plugin must be installed."""
+    ckpt = read_checkpoint(path)
+    if "export" in ckpt.meta:
+        raise VpkitError(f"{path} is an export directory ({ckpt.meta['export'].get('format')}), not a checkpoint; "
+                         f"pass the checkpoint it was exported from.")
+    model = build_model(ckpt)
     state = load_state_dict(path)
     expected = model.state_dict()
     problems = [k for k in expected if k not in state][:3] + [k for k in state if k not in expected][:3]
     problems += [k for k in expected if k in state and state[k].shape != expected[k].shape][:3]
     if problems:
-        raise VpkitError(f"{path}: weights do not match model '{key}' (first mismatches: {', '.join(problems)}).")
+        raise VpkitError(f"{path}: weights do not match model '{ckpt.model_key}' "
+                         f"(first mismatches: {', '.join(problems)}).")
     model.load_state_dict(state)
     return model.to(device), ckpt
 

@@ -116,7 +116,7 @@ class VideoPredictor(nn.Module):
         self, batch: int, n_context: int, horizon: int, *, generator: torch.Generator | None = None,
         device: torch.device | str | None = None,
     ) -> dict[str, Tensor]:
-        """Draw every random number one rollout needs from `generator` (standard normal)."""
+        """Draw every random number one rollout needs from `generator` (standard normal, float32)."""
         device = device if device is not None else next(self.parameters()).device
         gen_device = generator.device if generator is not None else device
         return {
@@ -130,19 +130,22 @@ class VideoPredictor(nn.Module):
 
     def rollout(self, backend: Backend, context: Tensor, horizon: int, noise: Mapping[str, Tensor]) -> Tensor:
         """Predict `horizon` frames after `context` `[B, T0, C, H, W]` by driving `backend`'s graphs.
-        Returns `[B, horizon, C, H, W]` in [0, 1]."""
+        Returns `[B, horizon, C, H, W]` in [0, 1]. Learned weights must be reached only through the graphs: an
+        exported model's rollout runs on a module whose weights are not loaded."""
         raise NotImplementedError
 
     @torch.no_grad()
     def predict(
-        self, context: Tensor, horizon: int, *, num_samples: int = 1, generator: torch.Generator | None = None
+        self, context: Tensor, horizon: int, *, num_samples: int = 1, generator: torch.Generator | None = None,
+        backend: Backend | None = None,
     ) -> Tensor:
-        """`num_samples` futures of `horizon` frames for each context video: `[B, S, horizon, C, H, W]`."""
+        """`num_samples` futures of `horizon` frames for each context video: `[B, S, horizon, C, H, W]`.
+        `backend` runs the graphs (default: this module's own, eagerly), so exported graphs sample the same way."""
         batch, n_context = context.shape[:2]
         if not self.stochastic:
             num_samples = 1
         repeated = context.repeat_interleave(num_samples, dim=0)
         noise = self.sample_noise(batch * num_samples, n_context, horizon, generator=generator,
                                   device=context.device)
-        frames = self.rollout(TorchBackend(self.export_plan()), repeated, horizon, noise)
+        frames = self.rollout(backend or TorchBackend(self.export_plan()), repeated, horizon, noise)
         return frames.view(batch, num_samples, horizon, *frames.shape[2:])

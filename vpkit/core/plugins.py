@@ -19,7 +19,13 @@ import pluggy
 
 from vpkit.core import hookspecs
 from vpkit.core.registry import Registry
-from vpkit.core.specs import DatasetSpec, ExporterSpec, ImporterSpec, MetricSpec, ModelSpec
+from vpkit.core.specs import (
+    DatasetSpec,
+    ExporterSpec,
+    ImporterSpec,
+    MetricSpec,
+    ModelSpec,
+)
 
 ENTRY_POINT_GROUP = "vpkit"
 LOAD_ENV = "VPKIT_LOAD_PLUGINS"
@@ -29,6 +35,8 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "vpkit.plugins.metrics.psnr",
     "vpkit.plugins.metrics.ssim",
     "vpkit.plugins.metrics.lpips",
+    "vpkit.plugins.exporters.onnx",
+    "vpkit.plugins.exporters.tensorrt",
 )
 
 _REGISTRATION_HOOKS = {

@@ -8,10 +8,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    import torch
     from torch.utils.data import Dataset
 
     from vpkit.core.config import BaseConfig
-    from vpkit.core.model import VideoPredictor
+    from vpkit.core.model import Backend, ExportPlan, VideoPredictor
 
 
 @dataclass(frozen=True)
@@ -76,11 +77,37 @@ class MetricSpec:
 
 
 @dataclass(frozen=True)
+class ExportOptions:
+    """The export options every format may take; each `ExporterSpec.options` names those its format accepts.
+
+    `batch` is the batch size the graphs are built for; with `dynamic` the batch axis is free (ONNX: any size;
+    TensorRT: an optimisation profile from 1 to `batch`). `half` builds fp16 graphs. `workspace` is TensorRT's
+    builder memory pool in GiB (`None`: TensorRT's default). `device` is where the model runs while exporting.
+    `metadata` is the export directory's `vpkit.json` content, which formats that carry metadata embed."""
+
+    opset: int = 18
+    half: bool = False
+    batch: int = 1
+    dynamic: bool = True
+    workspace: float | None = None
+    device: str = "cpu"
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class ExporterSpec:
-    """An export format (ONNX, TensorRT, ...): one row of the export table."""
+    """An export format (ONNX, TensorRT, ...): one row of the export table.
+
+    `export(plan, out_dir, options)` writes one file per graph of the `ExportPlan` into `out_dir` and returns
+    `{graph name: file name}`. `open(export_dir, export_section, device)` returns a `Backend` that runs those
+    graphs (`export_section` is the `export` part of the directory's `vpkit.json`). `available()` returns `None`
+    when the format works here, else one line saying what to install or which hardware it needs. `options` lists
+    the `ExportOptions` field names the format takes; `gpu` marks formats that need a CUDA device."""
 
     name: str
-    export: Callable[..., Path]
+    export: Callable[[ExportPlan, Path, ExportOptions], dict[str, str]]
+    open: Callable[[Path, Mapping[str, Any], torch.device], Backend]
+    available: Callable[[], str | None] = lambda: None
     aliases: tuple[str, ...] = ()
     suffix: str = ""
     gpu: bool = False

@@ -23,6 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from vpkit.core.errors import VpkitError
+from vpkit.core.model import Backend
 from vpkit.core.specs import MetricSpec
 
 REPORT_FORMAT = "vpkit-eval-card/1"
@@ -239,6 +240,7 @@ def evaluate(
     progress: bool = True,
     keep_examples: int = 4,
     samples_per_call: int | None = None,
+    backend: Backend | None = None,
 ) -> EvalResult:
     """Score `model` on the first `num_videos` videos of `dataset` (all by default) with the best-of-N protocol.
 
@@ -246,6 +248,7 @@ def evaluate(
     `device` defaults to `device`). Samples come from a CPU `torch.Generator` seeded with `seed`, so a run is
     reproducible for the same seed, batch size and `samples_per_call` (default: as many samples per `predict`
     call as fit in 256 MiB of predicted frames). Deterministic models (`model.stochastic` false) draw one sample.
+    `backend` runs the model's graphs (an exported runtime's; default: the model's own, eagerly).
     """
     if n_context < 1 or horizon < 1 or num_samples < 1 or batch_size < 1:
         raise VpkitError("n_context, horizon, num_samples and batch_size must all be at least 1.")
@@ -266,6 +269,7 @@ def evaluate(
     drawn = num_samples if stochastic else 1
 
     generator = torch.Generator().manual_seed(seed)
+    run_on = {"backend": backend} if backend is not None else {}
     scores: dict[str, dict[str, list[Tensor]]] = {
         m.name: {"avg": [], "curve_best": [], "curve_mean": [], "curve_worst": [], "best_sample": []} for m in built}
     examples: list[dict[str, Any]] = []
@@ -293,7 +297,7 @@ def evaluate(
 
             for first in range(0, drawn, chunk):
                 count = min(chunk, drawn - first)
-                pred = model.predict(context, horizon, num_samples=count, generator=generator)
+                pred = model.predict(context, horizon, num_samples=count, generator=generator, **run_on)
                 expected = (batch, count, horizon, *truth.shape[2:])
                 if tuple(pred.shape) != expected:
                     raise VpkitError(f"model.predict returned shape {tuple(pred.shape)}, expected {expected} "

@@ -1,4 +1,5 @@
-"""The conformance suite every model plugin runs: shapes, gradients, seeding, save/load and export parity.
+"""The conformance suite every model plugin runs: shapes, gradients, seeding, save/load, export parity and an
+ONNX export checked against eager PyTorch.
 
 A plugin subclasses `ModelConformance` in its tests with a tiny config:
 
@@ -142,14 +143,14 @@ def check_seeding(h: Harness) -> None:
         assert not torch.equal(first, other), "a different seed gave the same samples"
 
 
-def check_checkpoint_round_trip(h: Harness) -> None:
-    """`save_checkpoint` then `load_model` rebuilds a model with identical predictions."""
-    from vpkit.core.checkpoint import load_model, plugin_section, save_checkpoint
+def _save(h: Harness, name: str = "ckpt") -> Path:
+    """Train one step (so BatchNorm-style statistics leave their initial values) and save a checkpoint."""
+    from vpkit.core.checkpoint import plugin_section, save_checkpoint
 
-    assert h.tmp_path is not None, "check_checkpoint_round_trip needs a tmp_path"
+    assert h.tmp_path is not None, "this check needs a tmp_path"
     model = h.model
     model.train()
-    with torch.no_grad():  # move BatchNorm-style running statistics away from their initial values
+    with torch.no_grad():
         model.training_step(h.video, make_train_context())
     model.eval()
     try:
@@ -158,7 +159,15 @@ def check_checkpoint_round_trip(h: Harness) -> None:
         plugin = {"name": h.spec.plugin or "local", "distribution": "local", "version": "0"}
     data = {"name": "conformance", "frame_shape": list(h.frame_shape), "n_context": h.context.shape[1],
             "n_future": h.horizon}
-    path = save_checkpoint(h.tmp_path / "ckpt", model, model_key=h.spec.name, plugin=plugin, data=data)
+    return save_checkpoint(h.tmp_path / name, model, model_key=h.spec.name, plugin=plugin, data=data)
+
+
+def check_checkpoint_round_trip(h: Harness) -> None:
+    """`save_checkpoint` then `load_model` rebuilds a model with identical predictions."""
+    from vpkit.core.checkpoint import load_model
+
+    path = _save(h)
+    model = h.model
     loaded, _ = load_model(path)
     loaded.eval()
     for key, value in model.state_dict().items():
@@ -166,6 +175,34 @@ def check_checkpoint_round_trip(h: Harness) -> None:
     expected = model.predict(h.context, h.horizon, num_samples=h.num_samples, generator=h.generator())
     got = loaded.predict(h.context, h.horizon, num_samples=h.num_samples, generator=h.generator())
     torch.testing.assert_close(got, expected, rtol=0, atol=0)
+
+
+def check_onnx_export(h: Harness) -> None:
+    """`vpkit export --format onnx` passes its own parity check; the export directory, loaded as a runtime,
+    predicts what the eager model predicts for the same seed, also for a batch size it was not traced with
+    (dynamic batch axis); and every ONNX file carries the directory's vpkit.json in its metadata."""
+    import json
+
+    from vpkit.core.checkpoint import META_FILE
+    from vpkit.engine.exporter import export_model
+    from vpkit.engine.runtime import load_runtime
+    from vpkit.plugins.exporters.onnx import available, read_metadata
+
+    missing = available()
+    if missing:
+        pytest.skip(missing)
+    path = _save(h)
+    result = export_model(path, "onnx", options={"batch": h.context.shape[0]})
+    assert result.parity["passed"] and result.parity["max_abs_error"] <= 1e-3, result.parity
+    runtime = load_runtime(result.path)
+    assert runtime.backend_name == "onnx"
+    context = torch.cat([h.context, h.context[:1]])  # one more video than the export was traced with
+    expected = h.model.predict(context, h.horizon, num_samples=h.num_samples, generator=h.generator())
+    got = runtime.predict(context, h.horizon, num_samples=h.num_samples, generator=h.generator())
+    torch.testing.assert_close(got, expected, rtol=0, atol=max(h.atol, 1e-4))
+    meta = json.loads((result.path / META_FILE).read_text())
+    for graph in meta["export"]["graphs"].values():
+        assert read_metadata(result.path / graph["file"]) == meta, f"{graph['file']} lacks the vpkit metadata"
 
 
 def check_export_parity(h: Harness) -> None:
@@ -217,6 +254,7 @@ CHECKS: dict[str, Callable[[Harness], None]] = {
     "checkpoint_round_trip": check_checkpoint_round_trip,
     "export_parity": check_export_parity,
     "export_graphs": check_export_graphs,
+    "onnx_export": check_onnx_export,
 }
 
 
@@ -270,3 +308,6 @@ class ModelConformance:
 
     def test_export_graphs(self, harness: Harness) -> None:
         check_export_graphs(harness)
+
+    def test_onnx_export(self, harness: Harness) -> None:
+        check_onnx_export(harness)
