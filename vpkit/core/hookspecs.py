@@ -79,7 +79,8 @@ def open_source(uri: str) -> Any:
 
     Called by ``vpkit predict`` for each source; the first plugin that returns something wins.
     :param uri: what the user typed.
-    :return: an iterable of uint8 frames ``[C, H, W]`` with a ``fps`` attribute, or ``None`` to pass.
+    :return: a :class:`vpkit.core.source.VideoSource` (uint8 RGB frames streamed in chunks), or ``None`` when the
+        plugin cannot read this kind of source.
     Since 0.1.
     """
 

@@ -37,6 +37,9 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "vpkit.plugins.metrics.lpips",
     "vpkit.plugins.exporters.onnx",
     "vpkit.plugins.exporters.tensorrt",
+    "vpkit.plugins.sources.video",
+    "vpkit.plugins.sources.frames",
+    "vpkit.plugins.sources.array",
 )
 
 _REGISTRATION_HOOKS = {
