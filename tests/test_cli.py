@@ -29,7 +29,8 @@ def assert_one_line_error(proc: subprocess.CompletedProcess[str], needle: str) -
 
 
 def test_help_on_every_command():
-    for args in ([], ["train"], ["eval"], ["models"], ["plugins"], ["import"], ["data"], ["data", "prepare"]):
+    for args in ([], ["train"], ["eval"], ["export"], ["predict"], ["benchmark"], ["models"], ["plugins"], ["import"],
+                 ["data"], ["data", "prepare"]):
         proc = vpkit(*args, "--help")
         assert "Usage" in proc.stdout
 

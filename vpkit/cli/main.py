@@ -18,7 +18,7 @@ app = typer.Typer(
 
 
 def _assemble() -> None:
-    from vpkit.cli import benchmark, data, eval, export, import_, models, plugins, train
+    from vpkit.cli import benchmark, data, eval, export, import_, models, plugins, predict, train
 
     app.command("train")(train.train_command)
     app.command("eval")(eval.eval_command)
@@ -26,6 +26,7 @@ def _assemble() -> None:
     app.command("plugins")(plugins.plugins_command)
     app.command("import")(import_.import_command)
     app.command("export")(export.export_command)
+    app.command("predict")(predict.predict_command)
     app.command("benchmark")(benchmark.benchmark_command)
     app.add_typer(data.app, name="data")
     from vpkit.core.plugins import get_host
@@ -46,13 +47,15 @@ def _root(
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the console script: user errors become one red line and exit code 1."""
+    from rich.markup import escape
+
     from vpkit.cli.console import err_console
 
     try:
         _assemble()
         app(args=argv, standalone_mode=True)
     except VpkitError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(1)
     except KeyboardInterrupt:
         err_console.print("[yellow]interrupted[/]")

@@ -108,7 +108,7 @@ def peak_memory(device: torch.device, interval: float = 0.002) -> Iterator[Calla
 
 def time_rollout(runtime: Runtime, batch: int, n_context: int, horizon: int, runs: int, warmup: int
                  ) -> tuple[float, float]:
-    """Median seconds of one rollout of `batch` videos, and the peak memory (MiB) while timing."""
+    """Median seconds of one rollout of `batch` videos, and the peak memory (MiB) of one more rollout."""
     model = runtime.model
     context = torch.rand(batch, n_context, *runtime.frame_shape, generator=torch.Generator().manual_seed(0))
     context = context.to(runtime.device)
@@ -116,7 +116,7 @@ def time_rollout(runtime: Runtime, batch: int, n_context: int, horizon: int, run
                                device=runtime.device)
     sync = (lambda: torch.cuda.synchronize(runtime.device)) if runtime.device.type == "cuda" else (lambda: None)
     times = []
-    with torch.no_grad(), peak_memory(runtime.device) as peak:
+    with torch.no_grad():
         for i in range(warmup + runs):
             sync()
             start = time.perf_counter()
@@ -124,6 +124,10 @@ def time_rollout(runtime: Runtime, batch: int, n_context: int, horizon: int, run
             sync()
             if i >= warmup:
                 times.append(time.perf_counter() - start)
+        # Memory in a separate rollout: the sampling thread competes for the GIL and would skew the timings.
+        with peak_memory(runtime.device) as peak:
+            model.rollout(runtime.backend, context, horizon, noise)
+            sync()
     return statistics.median(times), peak()
 
 
