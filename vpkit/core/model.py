@@ -130,8 +130,8 @@ class VideoPredictor(nn.Module):
 
     def rollout(self, backend: Backend, context: Tensor, horizon: int, noise: Mapping[str, Tensor]) -> Tensor:
         """Predict `horizon` frames after `context` `[B, T0, C, H, W]` by driving `backend`'s graphs.
-        Returns `[B, horizon, C, H, W]` in [0, 1]. Learned weights must be reached only through the graphs: an
-        exported model's rollout runs on a module whose weights are not loaded."""
+        Returns `[B, horizon, C, H, W]` in [0, 1]. Parameters and buffers must be reached only through the graphs:
+        an export's rollout runs on a copy of the model built on the meta device (no data)."""
         raise NotImplementedError
 
     @torch.no_grad()

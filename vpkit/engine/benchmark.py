@@ -1,20 +1,23 @@
 """`vpkit benchmark`: latency, throughput and peak memory of one checkpoint on every backend it can run on.
 
 Each export format is exported (with its parity check) into a scratch folder, loaded as a `Runtime`, and timed on
-the same rollout: `n_context` context frames, `horizon` predicted frames, one noise draw per video. Latency is the
-median wall time of a rollout divided by `horizon` (ms per predicted frame, for the whole batch); throughput is
-predicted frames per second over the batch. Peak memory is the high-water mark above the level before the row
-(process RSS on the CPU; device memory in use on a GPU).
+the same rollout: `n_context` context frames, `horizon` predicted frames, one noise draw per video. Every row runs in
+a fresh worker process. Latency is the median wall time of a rollout divided by `horizon` (ms per predicted frame,
+for the whole batch); throughput is predicted frames per second over the batch. Peak memory is the worker's peak:
+host RSS on the CPU (Python, torch and the runtime included), device memory the worker added on a GPU.
 """
 
 from __future__ import annotations
 
+import json
+import resource
 import statistics
+import subprocess
+import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,65 +53,8 @@ class Row:
     detail: dict[str, Any] = field(default_factory=dict)
 
 
-def _rss_bytes() -> int:
-    try:
-        with open("/proc/self/statm") as fh:
-            return int(fh.read().split()[1]) * _page_size()
-    except OSError:  # not Linux: the peak since process start is the best we have
-        import resource
-
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-
-def _page_size() -> int:
-    import os
-
-    return os.sysconf("SC_PAGE_SIZE")
-
-
-@contextmanager
-def peak_memory(device: torch.device, interval: float = 0.002) -> Iterator[Callable[[], float]]:
-    """Track the high-water mark of memory in use above the level at entry; yields a function returning MiB."""
-    cuda = device.type == "cuda"
-
-    def used() -> int:
-        if cuda:
-            free, total = torch.cuda.mem_get_info(device)
-            return total - free
-        return _rss_bytes()
-
-    if cuda:
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-    base = used()
-    peak = [base]
-    stop = threading.Event()
-
-    def sample() -> None:
-        while not stop.is_set():
-            peak[0] = max(peak[0], used())
-            stop.wait(interval)
-
-    thread = threading.Thread(target=sample, daemon=True)
-    thread.start()
-
-    def result() -> float:
-        extra = peak[0] - base
-        if cuda:  # the caching allocator's own peak catches spikes between samples
-            extra = max(extra, torch.cuda.max_memory_allocated(device) - torch.cuda.memory_allocated(device))
-        return max(extra, 0) / 2**20
-
-    try:
-        yield result
-    finally:
-        stop.set()
-        thread.join()
-        peak[0] = max(peak[0], used())
-
-
-def time_rollout(runtime: Runtime, batch: int, n_context: int, horizon: int, runs: int, warmup: int
-                 ) -> tuple[float, float]:
-    """Median seconds of one rollout of `batch` videos, and the peak memory (MiB) of one more rollout."""
+def time_rollout(runtime: Runtime, batch: int, n_context: int, horizon: int, runs: int, warmup: int) -> float:
+    """Median seconds of one rollout of `batch` videos (after `warmup` untimed ones)."""
     model = runtime.model
     context = torch.rand(batch, n_context, *runtime.frame_shape, generator=torch.Generator().manual_seed(0))
     context = context.to(runtime.device)
@@ -124,11 +70,50 @@ def time_rollout(runtime: Runtime, batch: int, n_context: int, horizon: int, run
             sync()
             if i >= warmup:
                 times.append(time.perf_counter() - start)
-        # Memory in a separate rollout: the sampling thread competes for the GIL and would skew the timings.
-        with peak_memory(runtime.device) as peak:
-            model.rollout(runtime.backend, context, horizon, noise)
-            sync()
-    return statistics.median(times), peak()
+    return statistics.median(times)
+
+
+def _device_used(device: torch.device) -> int:
+    free, total = torch.cuda.mem_get_info(device)
+    return total - free
+
+
+def worker(job: dict[str, Any]) -> dict[str, Any]:
+    """One row, in a fresh process: load the runtime, time it, report the process's peak memory (host RSS; on a
+    GPU the device memory this process added, CUDA context included)."""
+    torch.set_num_threads(job["threads"])
+    device = torch.device(job["device"])
+    base = _device_used(device) if device.type == "cuda" else 0
+    runtime = load_runtime(job["path"], backend=job["backend"], device=device, compile=job["compile"])
+    peak = [0]
+    stop = threading.Event()
+
+    def sample() -> None:  # device memory outside torch's allocator (ORT, TensorRT) is only seen by polling
+        while not stop.wait(0.005):
+            peak[0] = max(peak[0], _device_used(device) - base)
+
+    sampler = threading.Thread(target=sample, daemon=True) if device.type == "cuda" else None
+    seconds = time_rollout(runtime, job["batch"], job["n_context"], job["horizon"], job["runs"], job["warmup"])
+    if sampler is not None:  # memory in an extra rollout: the polling thread would skew the timings
+        sampler.start()
+        time_rollout(runtime, job["batch"], job["n_context"], job["horizon"], 1, 0)
+        stop.set()
+        sampler.join()
+        memory = max(peak[0], torch.cuda.max_memory_allocated(device))
+    else:
+        memory = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+    return {"seconds": seconds, "peak_memory_mib": memory / 2**20}
+
+
+def run_worker(job: dict[str, Any]) -> dict[str, Any]:
+    """`worker(job)` in a fresh Python process (so rows do not share allocators, thread pools or caches)."""
+    proc = subprocess.run([sys.executable, "-m", "vpkit.engine.benchmark", json.dumps(job)], capture_output=True,
+                          text=True, check=False)
+    lines = proc.stdout.strip().splitlines()
+    if proc.returncode != 0 or not lines:
+        detail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise VpkitError(f"benchmark worker for {job['backend']} at batch {job['batch']} failed: {detail}")
+    return json.loads(lines[-1])
 
 
 def benchmark(
@@ -165,24 +150,28 @@ def benchmark(
     rows: list[Row] = []
     eager: dict[int, float] = {}
 
-    def measure(runtime: Runtime, backend: str, precision: str, parity: float | None) -> None:
+    def measure(path: Path, backend: str, label: str, precision: str, parity: float | None,
+                compiled: bool = False) -> None:
         for batch in batches:
-            stage(f"timing {backend} {precision} at batch {batch}")
-            seconds, memory = time_rollout(runtime, batch, n_context, horizon, runs, warmup)
-            row = Row(backend, precision, batch, latency_ms_per_frame=1000 * seconds / horizon,
-                      throughput_fps=batch * horizon / seconds, peak_memory_mib=memory, parity_max_abs=parity)
-            if backend == "torch":
+            stage(f"timing {label} {precision} at batch {batch}")
+            job = {"path": str(path), "backend": backend, "device": str(dev), "compile": compiled, "batch": batch,
+                   "n_context": n_context, "horizon": horizon, "runs": runs, "warmup": warmup,
+                   "threads": torch.get_num_threads()}
+            result = run_worker(job)
+            seconds = result["seconds"]
+            row = Row(label, precision, batch, latency_ms_per_frame=1000 * seconds / horizon,
+                      throughput_fps=batch * horizon / seconds, peak_memory_mib=result["peak_memory_mib"],
+                      parity_max_abs=parity)
+            if label == TORCH:
                 eager.setdefault(batch, seconds)
             if batch in eager:
                 row.speedup_vs_eager = eager[batch] / seconds
             rows.append(row)
             emit(row)
 
-    stage("loading the checkpoint")
-    measure(load_runtime(checkpoint, device=dev), TORCH, "fp32", None)
+    measure(checkpoint, TORCH, TORCH, "fp32", None)
     if compile:
-        stage("compiling with torch.compile")
-        measure(load_runtime(checkpoint, device=dev, compile=True), "torch-compile", "fp32", None)
+        measure(checkpoint, TORCH, "torch-compile", "fp32", None, compiled=True)
 
     with tempfile.TemporaryDirectory(dir=work_dir, prefix="vpkit-benchmark-") as scratch:
         for name in names:
@@ -210,10 +199,13 @@ def benchmark(
                     rows.append(row)
                     emit(row)
                     continue
-                runtime = load_runtime(result.path, device=dev)
-                measure(runtime, spec.name, precision, result.parity["max_abs_error"])
+                measure(result.path, spec.name, spec.name, precision, result.parity["max_abs_error"])
     return rows
 
 
 def rows_as_dicts(rows: Sequence[Row]) -> list[dict[str, Any]]:
     return [asdict(row) for row in rows]
+
+
+if __name__ == "__main__":
+    print(json.dumps(worker(json.loads(sys.argv[1]))))

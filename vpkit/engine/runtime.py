@@ -96,7 +96,7 @@ class BatchedBackend:
 @dataclass
 class Runtime:
     """A model's sampling code bound to a backend. `model` owns `rollout` and the noise shapes; for an export
-    directory its weights are not loaded (the graphs hold them)."""
+    directory it lives on the meta device (no weights: the graphs hold them)."""
 
     model: VideoPredictor
     runner: Backend | None  # None: the eager model samples through its own `predict`
@@ -201,7 +201,8 @@ def load_runtime(path: Path | str, *, backend: str | None = None, device: str | 
         raise VpkitError(missing)
     if spec.gpu and dev.type != "cuda":
         raise VpkitError(f"{fmt} exports run on a CUDA device; add --device cuda.")
-    model = build_model(ckpt).to(dev).eval()
+    with torch.device("meta"):  # the rollout code and noise shapes only: the graphs hold the weights
+        model = build_model(ckpt).eval()
     runner: Backend = spec.open(path, export, dev)
     limit = int(export["batch"]) if not export.get("dynamic", False) else getattr(runner, "max_batch", None)
     if limit is not None:

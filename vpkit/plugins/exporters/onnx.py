@@ -163,6 +163,9 @@ class OnnxRuntimeBackend:
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3  # errors only: ORT warns about every node it leaves on the CPU
+        # A rollout alternates many short graph calls with torch work in Python; ORT's worker threads spin-waiting
+        # between calls take the cores from that work (measured: 13.9 vs 10.7 ms per frame for SVG-LP on 2 cores).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if threads is not None:
             options.intra_op_num_threads = threads
         providers: list[Any] = ["CPUExecutionProvider"]
