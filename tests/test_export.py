@@ -166,18 +166,34 @@ def test_benchmark_rows(exported):
 
 
 @pytest.mark.slow
-def test_cli_export_then_eval_on_the_export(tmp_path):
-    ckpt = make_checkpoint(tmp_path / "ckpt")
-    proc = vpkit("export", str(ckpt), "--format", "onnx", "--out", str(tmp_path / "onnx"))
+def test_train_export_predict_eval_end_to_end(tmp_path):
+    """What a user does on a fresh clone: train, export to ONNX, predict a real MP4 with the export, evaluate it."""
+    import imageio.v3 as iio
+
+    from vpkit.testing.videos import moving_shapes, write_test_video
+
+    run = tmp_path / "run"
+    vpkit("train", "--plugin", "svg", "--preset", "tiny", "--steps", "2", "--batch-size", "2", "--out", str(run),
+          "--set", "train.val_videos=2")
+    ckpt = run / "checkpoints" / "last"
+    proc = vpkit("export", str(ckpt), "--format", "onnx")
+    export = ckpt.parent / "last-onnx"
     assert "Parity vs eager PyTorch" in proc.stdout and "passed" in proc.stdout
-    assert f"vpkit predict VIDEO.mp4 --model {tmp_path / 'onnx'}" in proc.stdout.replace("\n", "")
-    proc = vpkit("eval", str(tmp_path / "onnx"), "--samples", "2", "--videos", "2", "--metrics", "psnr",
-                 "--device", "cpu", "--out", str(tmp_path / "eval"), "--json")
+    assert f"vpkit predict VIDEO.mp4 --model {export}" in proc.stdout.replace("\n", "")
+    video = write_test_video(tmp_path / "some_video.mp4", moving_shapes(24, 90, 160, seed=3), fps=12)
+    proc = vpkit("predict", str(video), "--model", str(export), "--samples", "3", "--out", str(tmp_path / "p.mp4"),
+                 "--json")
+    outputs = json.loads(proc.stdout)
+    mp4, gif = iio.imread(outputs["mp4"]), iio.imread(outputs["gif"])
+    assert len(mp4) == len(gif) == 2 + 2  # the tiny recipe: 2 context + 2 predicted frames
+    assert mp4.shape[2] > 5 * mp4.shape[1]  # context | 3 samples | ground truth, side by side
+    proc = vpkit("eval", str(export), "--samples", "2", "--videos", "2", "--metrics", "psnr", "--device", "cpu",
+                 "--out", str(tmp_path / "eval"), "--json")
     report = json.loads(proc.stdout)
     assert "onnx" in report["checkpoint"]["backend"] and report["checkpoint"]["export"]["format"] == "onnx"
     assert_one_line_error(vpkit("export", str(ckpt), "--format", "onx", ok=False), "Did you mean 'onnx'?")
     assert_one_line_error(vpkit("export", str(tmp_path / "nope"), ok=False), "not found")
-    assert_one_line_error(vpkit("export", str(ckpt), "--format", "trt", ok=False), "TensorRT")
+    assert_one_line_error(vpkit("export", str(ckpt), "--format", "trt", ok=False), "vpkit[tensorrt]")
 
 
 def test_checkpoint_of_a_missing_plugin(tmp_path):
