@@ -205,3 +205,14 @@ def test_checkpoint_of_a_missing_plugin(tmp_path):
         export_model(ckpt, "onnx")
     assert not leftovers(tmp_path)
 
+
+
+@pytest.mark.slow
+def test_compiled_torch_runtime_predicts_like_eager(exported):
+    ckpt, _ = exported
+    eager, compiled = load_runtime(ckpt), load_runtime(ckpt, compile=True)
+    assert "compiled" in compiled.describe()
+    context = torch.rand(2, 3, 1, 64, 64, generator=torch.Generator().manual_seed(4))
+    a = eager.predict(context, 3, num_samples=2, generator=torch.Generator().manual_seed(0))
+    b = compiled.predict(context, 3, num_samples=2, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(b, a, rtol=0, atol=1e-4)
