@@ -110,6 +110,19 @@ def test_ssim_matches_skimage_per_channel_on_rgb_in_float32():
     assert np.abs(ssim_metric.ssim(pred.float(), target.float())[0].double().numpy() - expected).max() < 2e-6
 
 
+def test_ssim_matches_pytorch_msssim_on_grey_and_rgb():
+    """A second, independent SSIM (pytorch-msssim: separable normalised Gaussian 11/1.5, valid convolution)."""
+    pytorch_msssim = pytest.importorskip("pytorch_msssim")
+    for image, axis in ((camera(), None), (astronaut(), -1)):
+        frames = perturbations(image, channel_axis=axis)
+        pred, target = as_video(frames, channel_axis=axis), as_video([image] * len(frames), channel_axis=axis)
+        expected = pytorch_msssim.ssim(pred[0], target[0], data_range=1.0, size_average=False, win_size=11,
+                                       win_sigma=1.5, K=(0.01, 0.03))
+        ours = ssim_metric.ssim(pred, target)[0]
+        # pytorch-msssim builds its Gaussian window in float32 whatever the input dtype: agreement to ~1e-6.
+        assert (ours - expected.double()).abs().max() < 1e-5
+
+
 def test_ssim_keeps_videos_and_frames_apart():
     image = camera()
     frames = perturbations(image)
