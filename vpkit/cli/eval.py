@@ -65,7 +65,8 @@ def eval_command(
     horizon: int = typer.Option(None, "--horizon", help="Frames to predict (default: test clip length - context)."),
     batch_size: int = typer.Option(16, "--batch-size", "-b", help="Test videos per batch (samples are batched too)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the sampling generator."),
-    device: str = typer.Option(None, "--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)."),
+    device: str = typer.Option(None, "--device", help="cpu, cuda, cuda:1 ... (default: cuda if available for the "
+                               "torch and trt backends, cpu for onnx)."),
     backend: str = typer.Option(None, "--backend", help="torch, onnx or trt (default: torch for a checkpoint, "
                                 "the export's format for an export directory)."),
     compile: bool = typer.Option(False, "--compile", help="torch.compile the graphs (torch backend)."),
@@ -80,15 +81,14 @@ def eval_command(
     from vpkit.core.config import build_config
     from vpkit.core.plugins import get_host
     from vpkit.engine import evaluator, media, plots
-    from vpkit.engine.runtime import load_runtime, resolve_device
+    from vpkit.engine.runtime import load_runtime
 
     names, explicit = _metric_names(metrics)
     if samples < 1:
         raise VpkitError("--samples must be at least 1.")
-    dev = resolve_device(device)
-
     host = get_host()
-    runtime = load_runtime(checkpoint, backend=backend, device=dev, compile=compile)
+    runtime = load_runtime(checkpoint, backend=backend, device=device, compile=compile)
+    dev = runtime.device
     model, meta = runtime.model, runtime.meta
     data_meta = meta["data"]
     dspec = host.datasets.get(data_meta["name"])

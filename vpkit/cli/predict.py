@@ -11,19 +11,6 @@ import typer
 from vpkit.cli.console import console, print_json
 
 
-def _default_device(model: Path, backend: str | None) -> str:
-    """CUDA when there is a GPU and the backend runs there by default (torch, TensorRT); ONNX Runtime stays on the
-    CPU unless asked, since its CUDA provider is a separate install (onnxruntime-gpu)."""
-    import torch
-
-    if not torch.cuda.is_available():
-        return "cpu"
-    from vpkit.core.checkpoint import read_checkpoint
-
-    fmt = backend or read_checkpoint(model).meta.get("export", {}).get("format", "torch")
-    return "cpu" if fmt.lower() == "onnx" else "cuda"
-
-
 def _progress_bar(enabled: bool) -> Any:
     from rich.console import Console
     from rich.progress import (
@@ -81,8 +68,7 @@ def predict_command(
     selection = FrameSelection(start=start, stride=stride, fps=fps)
     out = out if out is not None else default_output(source)
     with open_video(source) as video:
-        runtime = load_runtime(model, backend=backend, device=device or _default_device(model, backend),
-                               compile=compile)
+        runtime = load_runtime(model, backend=backend, device=device, compile=compile)
         result = _predict(runtime, video, out, as_json, context=context, horizon=horizon,
                           num_samples=samples, seed=seed, selection=selection, sliding=sliding)
     if as_json:

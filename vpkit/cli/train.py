@@ -110,9 +110,8 @@ def train_command(
     lpips_backbone: Path = typer.Option(None, "--lpips-backbone", help="AlexNet weights file for LPIPS offline."),
 ) -> None:
     """Train a model. `vpkit train --plugin svg` trains SVG-LP on the embedded Stochastic Moving MNIST."""
-    import torch
-
     from vpkit.core.checkpoint import plugin_section, read_checkpoint
+    from vpkit.engine.runtime import resolve_device
     from vpkit.engine.trainer import Trainer, seed_everything
 
     host = get_host()
@@ -139,9 +138,7 @@ def train_command(
     metric_names = [m.strip() for m in metrics.split(",") if m.strip()]
     for name in metric_names:  # fail on a typo before any data or model is built
         host.metrics.get(name)
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise VpkitError("--device cuda was asked for but no CUDA device is available; use --device cpu.")
+    dev = resolve_device(device)
 
     train_set = plan.dataset.build(plan.data_cfg, "train")
     # pick the best checkpoint on held-out validation data, never on the test set, when the dataset has one

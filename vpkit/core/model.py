@@ -59,6 +59,12 @@ class Graph:
     example_inputs: tuple[Tensor, ...]
     dynamic_axes: Mapping[str, Mapping[int, str]] = field(default_factory=dict)
 
+    @property
+    def batch_axes(self) -> dict[str, int]:
+        """`{tensor name: axis}` of every input and output whose dynamic axis is named `batch`."""
+        return {name: axis for name, axes in self.dynamic_axes.items() for axis, label in axes.items()
+                if label == "batch"}
+
 
 @dataclass
 class ExportPlan:

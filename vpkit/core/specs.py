@@ -82,8 +82,7 @@ class ExportOptions:
 
     `batch` is the batch size the graphs are built for; with `dynamic` the batch axis is free (ONNX: any size;
     TensorRT: an optimisation profile from 1 to `batch`). `half` builds fp16 graphs. `workspace` is TensorRT's
-    builder memory pool in GiB (`None`: TensorRT's default). `device` is where the model runs while exporting.
-    `metadata` is the export directory's `vpkit.json` content, which formats that carry metadata embed."""
+    builder memory pool in GiB (`None`: TensorRT's default). `device` is where the model runs while exporting."""
 
     opset: int = 18
     half: bool = False
@@ -91,7 +90,6 @@ class ExportOptions:
     dynamic: bool = True
     workspace: float | None = None
     device: str = "cpu"
-    metadata: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -100,13 +98,16 @@ class ExporterSpec:
 
     `export(plan, out_dir, options)` writes one file per graph of the `ExportPlan` into `out_dir` and returns
     `{graph name: file name}`. `open(export_dir, export_section, device)` returns a `Backend` that runs those
-    graphs (`export_section` is the `export` part of the directory's `vpkit.json`). `available()` returns `None`
-    when the format works here, else one line saying what to install or which hardware it needs. `options` lists
-    the `ExportOptions` field names the format takes; `gpu` marks formats that need a CUDA device."""
+    graphs (`export_section` is the `export` part of the directory's `vpkit.json`). `embed(export_dir, meta)`, for
+    formats whose files carry metadata, stores the final `vpkit.json` (parity figures included) inside them.
+    `available()` returns `None` when the format works here, else one line saying what to install or which hardware
+    it needs. `options` lists the `ExportOptions` field names the format takes; `gpu` marks formats that need a
+    CUDA device (and run there by default)."""
 
     name: str
     export: Callable[[ExportPlan, Path, ExportOptions], dict[str, str]]
     open: Callable[[Path, Mapping[str, Any], torch.device], Backend]
+    embed: Callable[[Path, Mapping[str, Any]], None] | None = None
     available: Callable[[], str | None] = lambda: None
     aliases: tuple[str, ...] = ()
     suffix: str = ""

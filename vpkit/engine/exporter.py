@@ -25,15 +25,10 @@ from torch import Tensor
 from vpkit.core.checkpoint import META_FILE, atomic_dir, load_model, read_checkpoint
 from vpkit.core.config import build_config
 from vpkit.core.errors import VpkitError
-from vpkit.core.model import TorchBackend, VideoPredictor
+from vpkit.core.model import Backend, TorchBackend, VideoPredictor
 from vpkit.core.plugins import get_host
 from vpkit.core.specs import ExporterSpec, ExportOptions
-from vpkit.engine.runtime import (
-    BatchedBackend,
-    eval_plan,
-    resolve_device,
-    resolve_format,
-)
+from vpkit.engine.runtime import eval_plan, open_export, resolve_device, resolve_format
 from vpkit.plugins.metrics.psnr import psnr
 
 # Largest |exported - eager| pixel difference (frames in [0, 1]) an export may show over a whole rollout.
@@ -55,7 +50,7 @@ class ExportResult:
         return self.export["parity"]
 
 
-def build_options(spec: ExporterSpec, given: Mapping[str, Any], metadata: Mapping[str, Any]) -> ExportOptions:
+def build_options(spec: ExporterSpec, given: Mapping[str, Any]) -> ExportOptions:
     """`ExportOptions` from the options the user set (None = not set); options the format does not take are
     errors that name what it does take."""
     given = {k: v for k, v in given.items() if v is not None}
@@ -67,7 +62,7 @@ def build_options(spec: ExporterSpec, given: Mapping[str, Any], metadata: Mappin
         takes = ", ".join(OPTION_FLAGS.get(k, k) for k in spec.options)
         raise VpkitError(f"{', '.join(OPTION_FLAGS.get(k, k) for k in refused)} is not an option of the "
                          f"{spec.name} format (it takes {takes}).")
-    options = ExportOptions(**given, metadata=dict(metadata))
+    options = ExportOptions(**given)
     if options.batch < 1:
         raise VpkitError(f"--batch must be at least 1; got {options.batch}.")
     if not 18 <= options.opset <= 23:
@@ -134,18 +129,19 @@ def exact_fp32() -> Iterator[None]:
 
 
 def check_parity(
-    model: VideoPredictor, reference: Callable[..., Tensor], exported: Any, video: Tensor, truth: Tensor | None,
+    model: VideoPredictor, eager: Backend, exported: Backend, video: Tensor, truth: Tensor | None,
     n_context: int, precision: str, atol: float | None,
 ) -> dict[str, Any]:
-    """Roll out `reference` (eager) and `exported` backends on the same context and noise; raise past tolerance."""
+    """Roll out the `eager` and `exported` backends on the same context and noise; the figures say whether the
+    largest difference is within the tolerance of `precision` (or `atol`)."""
     context, horizon = video[:, :n_context], video.shape[1] - n_context
     noise = model.sample_noise(video.shape[0], n_context, horizon,
                                generator=torch.Generator().manual_seed(PARITY_SEED), device=video.device)
     with torch.no_grad(), exact_fp32():
-        eager = reference(context, horizon, noise)
+        reference = model.rollout(eager, context, horizon, noise)
     with torch.no_grad():
         out = model.rollout(exported, context, horizon, noise)
-    figures = compare(eager, out, None if truth is None else truth[:, n_context:])
+    figures = compare(reference, out, None if truth is None else truth[:, n_context:])
     tolerance = PARITY_ATOL[precision] if atol is None else atol
     figures.update(tolerance=tolerance, passed=figures["max_abs_error"] <= tolerance)
     return figures
@@ -184,7 +180,7 @@ def export_model(
                          f"export the checkpoint it came from ({ckpt.meta['export'].get('source', '?')}).")
     given = dict(options or {})
     device = resolve_device(given.get("device") or "cpu")
-    opts = dataclasses.replace(build_options(spec, given, {}), device=str(device))
+    opts = dataclasses.replace(build_options(spec, given), device=str(device))
     if spec.gpu and device.type != "cuda":
         raise VpkitError(f"The {spec.name} format builds for a CUDA device; add --device cuda.")
     precision = "fp16" if opts.half else "fp32"
@@ -203,9 +199,7 @@ def export_model(
     plan = eval_plan(model)
     meta = json.loads(json.dumps(ckpt.meta))  # a deep copy that is surely JSON
     graphs = {name: {"file": "", "inputs": list(g.input_names), "outputs": list(g.output_names),
-                     "batch_axes": {n: axis for n, axes in g.dynamic_axes.items()
-                                    for axis, label in axes.items() if label == "batch"}}
-              for name, g in plan.graphs.items()}
+                     "batch_axes": g.batch_axes} for name, g in plan.graphs.items()}
     section: dict[str, Any] = {
         "format": spec.name, "precision": precision, "opset": opts.opset, "batch": opts.batch,
         "dynamic": opts.dynamic, "device": str(device), "graphs": graphs, "source": str(checkpoint),
@@ -216,7 +210,6 @@ def export_model(
     if opts.workspace is not None:
         section["workspace_gib"] = opts.workspace
     meta["export"] = section
-    opts = dataclasses.replace(opts, metadata=meta)
 
     with atomic_dir(target) as tmp:
         stage(f"exporting {len(plan.graphs)} graphs to {spec.name}")
@@ -230,14 +223,9 @@ def export_model(
             section[facts.stem] = json.loads(facts.read_text())
 
         stage("checking parity against eager PyTorch")
-        backend: Any = spec.open(tmp, section, device)
-        if not opts.dynamic or getattr(backend, "max_batch", None) is not None:
-            backend = BatchedBackend(backend, graphs, opts.batch, exact=not opts.dynamic)
         video, truth, source = parity_clips(meta, opts.batch, device)
-        eager_plan = TorchBackend(plan)
-        figures = check_parity(
-            model, lambda c, h, n: model.rollout(eager_plan, c, h, n), backend, video, truth,
-            int(meta["data"]["n_context"]), precision, atol)
+        figures = check_parity(model, TorchBackend(plan), open_export(spec, tmp, section, device), video, truth,
+                               int(meta["data"]["n_context"]), precision, atol)
         section["parity"] = {"clips": source, "batch": opts.batch, "noise_seed": PARITY_SEED,
                              "horizon": int(meta["data"]["n_future"]), **figures}
         if not figures["passed"]:
@@ -246,15 +234,7 @@ def export_model(
                 f"{figures['max_abs_error']:.3g} (tolerance {figures['tolerance']:.3g} for {precision}); nothing "
                 f"was written. Pass --atol to accept a larger error.")
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
-        _embed(tmp, meta)
+        if spec.embed is not None:
+            spec.embed(tmp, meta)
     return ExportResult(target, section)
 
-
-def _embed(directory: Path, meta: Mapping[str, Any]) -> None:
-    """Embed the final vpkit.json (with the parity figures) in every ONNX file of the export."""
-    onnx_files = sorted(directory.glob("*.onnx"))
-    if onnx_files:
-        from vpkit.plugins.exporters.onnx import embed_metadata
-
-        for path in onnx_files:
-            embed_metadata(path, meta)

@@ -53,11 +53,6 @@ def resolve_format(name: str) -> ExporterSpec:
     raise VpkitError(f"Unknown format '{name}'.{did_you_mean(name, known)} Formats: {', '.join(exporters.names())}.")
 
 
-def backend_names() -> list[str]:
-    """`torch` and every registered export format."""
-    return [TORCH, *get_host().exporters.names()]
-
-
 def compiled(plan: ExportPlan) -> ExportPlan:
     """The plan with every graph module wrapped in `torch.compile`."""
     return ExportPlan({name: Graph(torch.compile(g.module), g.input_names, g.output_names, g.example_inputs,
@@ -91,6 +86,17 @@ class BatchedBackend:
             pieces.append({n: (t.narrow(axes[n], 0, count) if n in axes else t) for n, t in out.items()})
         return {n: (torch.cat([p[n] for p in pieces], dim=axes[n]) if n in axes else pieces[0][n])
                 for n in pieces[0]}
+
+
+def open_export(spec: ExporterSpec, directory: Path, export: Mapping[str, Any], device: torch.device) -> Backend:
+    """The format's backend over an export directory; exports with a fixed batch (or a bounded one, e.g. a
+    TensorRT profile: `backend.max_batch`) are wrapped in `BatchedBackend` so callers may use any batch size."""
+    backend: Backend = spec.open(directory, export, device)
+    dynamic = bool(export.get("dynamic", False))
+    limit = getattr(backend, "max_batch", None) if dynamic else int(export["batch"])
+    if limit is None:
+        return backend
+    return BatchedBackend(backend, export["graphs"], int(limit), exact=not dynamic)
 
 
 @dataclass
@@ -168,14 +174,18 @@ def eval_plan(model: VideoPredictor) -> ExportPlan:
 def load_runtime(path: Path | str, *, backend: str | None = None, device: str | torch.device | None = "cpu",
                  compile: bool = False) -> Runtime:
     """A runtime for a checkpoint or export directory. `backend` defaults to `torch` for a checkpoint and to the
-    export's own format for an export directory; `compile` wraps the eager graphs in `torch.compile`."""
+    export's own format for an export directory; `device` None picks CUDA when there is a GPU for torch and GPU
+    formats, the CPU otherwise; `compile` wraps the eager graphs in `torch.compile`."""
     path = Path(path)
     ckpt = read_checkpoint(path)
-    dev = resolve_device(device)
     export = ckpt.meta.get("export")
     wanted = backend.lower() if backend else (TORCH if export is None else export["format"])
     if wanted != TORCH:
         wanted = resolve_format(wanted).name
+    if device is None:  # torch and GPU formats use a GPU when there is one; CPU formats (ONNX Runtime) the CPU
+        on_gpu = wanted == TORCH or resolve_format(wanted).gpu
+        device = "cuda" if on_gpu and torch.cuda.is_available() else "cpu"
+    dev = resolve_device(device)
     if compile and wanted != TORCH:
         raise VpkitError("--compile applies to the torch backend only.")
 
@@ -203,8 +213,4 @@ def load_runtime(path: Path | str, *, backend: str | None = None, device: str | 
         raise VpkitError(f"{fmt} exports run on a CUDA device; add --device cuda.")
     with torch.device("meta"):  # the rollout code and noise shapes only: the graphs hold the weights
         model = build_model(ckpt).eval()
-    runner: Backend = spec.open(path, export, dev)
-    limit = int(export["batch"]) if not export.get("dynamic", False) else getattr(runner, "max_batch", None)
-    if limit is not None:
-        runner = BatchedBackend(runner, export["graphs"], int(limit), exact=not export.get("dynamic", False))
-    return Runtime(model, runner, fmt, ckpt.meta, dev, path)
+    return Runtime(model, open_export(spec, path, export, dev), fmt, ckpt.meta, dev, path)

@@ -24,7 +24,7 @@ from torch import Tensor
 
 import vpkit
 from vpkit.core.errors import VpkitError
-from vpkit.core.model import ExportPlan, Graph
+from vpkit.core.model import ExportPlan
 from vpkit.core.specs import ExporterSpec, ExportOptions
 
 METADATA_KEY = "vpkit"
@@ -48,12 +48,6 @@ def available() -> str | None:
 
 
 # -- export ------------------------------------------------------------------------------------------------------
-def batch_axes(graph: Graph) -> dict[str, int]:
-    """`{tensor name: axis}` of every input and output whose dynamic axis is named `batch`."""
-    return {name: axis for name, axes in graph.dynamic_axes.items() for axis, label in axes.items()
-            if label == "batch"}
-
-
 def _resize_batch(tensor: Tensor, axis: int, size: int) -> Tensor:
     """`tensor` with `size` entries along `axis` (repeating its entries cyclically)."""
     index = torch.arange(size, device=tensor.device) % tensor.shape[axis]
@@ -70,7 +64,7 @@ def export_onnx_graphs(plan: ExportPlan, out_dir: Path, options: ExportOptions) 
     files: dict[str, str] = {}
     batch_dim = Dim("batch", min=1, max=1 << 16)
     for name, graph in plan.graphs.items():
-        module, axes = graph.module, batch_axes(graph)
+        module, axes = graph.module, graph.batch_axes
         examples = tuple(
             _resize_batch(x, axes[n], options.batch) if n in axes else x
             for n, x in zip(graph.input_names, graph.example_inputs, strict=True))
@@ -126,6 +120,12 @@ def embed_metadata(path: Path, metadata: Mapping[str, Any]) -> None:
     onnx.save(model, str(path))
 
 
+def embed_in_directory(export_dir: Path, metadata: Mapping[str, Any]) -> None:
+    """`embed_metadata` into every ONNX file of an export directory."""
+    for path in sorted(Path(export_dir).glob("*.onnx")):
+        embed_metadata(path, metadata)
+
+
 def read_metadata(path: Path) -> dict[str, Any] | None:
     """The `vpkit` metadata embedded in an ONNX file, or None."""
     import onnx
@@ -141,7 +141,7 @@ def export(plan: ExportPlan, out_dir: Path, options: ExportOptions) -> dict[str,
     if options.half and torch.device(options.device).type != "cuda":
         raise VpkitError("--half ONNX graphs need a CUDA device (ONNX Runtime's CPU provider has no fp16 kernels "
                          "for most layers); add --device cuda, or drop --half.")
-    return export_onnx_graphs(plan, out_dir, options)  # the exporter embeds vpkit.json once parity is known
+    return export_onnx_graphs(plan, out_dir, options)
 
 
 # -- runtime -----------------------------------------------------------------------------------------------------
@@ -246,7 +246,7 @@ def open_backend(export_dir: Path, export: Mapping[str, Any], device: torch.devi
 @vpkit.hookimpl
 def register_exporters(register: Any) -> None:
     register(ExporterSpec(
-        name="onnx", export=export, open=open_backend, available=available, suffix=".onnx",
+        name="onnx", export=export, open=open_backend, embed=embed_in_directory, available=available, suffix=".onnx",
         options=("opset", "half", "batch", "dynamic", "device"),
         description="ONNX graphs (dynamo exporter) run with ONNX Runtime, CPU or CUDA provider",
     ))

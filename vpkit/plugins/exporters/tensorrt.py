@@ -190,12 +190,12 @@ def profile_shapes(graph_name: str, graph: Graph, inputs: Sequence[tuple[str, Sh
         if name not in examples:
             raise VpkitError(f"TensorRT sees an input '{name}' in graph '{graph_name}' that the model's export "
                              f"plan does not declare (it has {', '.join(graph.input_names)}).")
-        batch_axes = {axis for axis, label in graph.dynamic_axes.get(name, {}).items() if label == "batch"}
+        batch_axis = graph.batch_axes.get(name)
         low, opt, high = [], [], []
         for axis, size in enumerate(shape):
             if size >= 0:
                 sizes = (size, size, size)
-            elif axis in batch_axes:
+            elif axis == batch_axis:
                 sizes = (1 if options.dynamic else options.batch, options.batch, options.batch)
             else:
                 fixed = int(examples[name].shape[axis])
@@ -483,6 +483,13 @@ def _device_buffer(tensor: Tensor, dtype: torch.dtype, device: torch.device) -> 
     return buffer
 
 
+def _embed_in_onnx(export_dir: Path, metadata: Mapping[str, Any]) -> None:
+    """The engines cannot hold metadata; the ONNX graphs they were built from (kept beside them) do."""
+    from vpkit.plugins.exporters.onnx import embed_in_directory
+
+    embed_in_directory(export_dir, metadata)
+
+
 def open_backend(export_dir: Path, export: Mapping[str, Any], device: torch.device) -> TensorRTBackend:
     return TensorRTBackend(export_dir, export, device)
 
@@ -492,6 +499,6 @@ def register_exporters(register: Any) -> None:
     register(ExporterSpec(
         name="trt", aliases=("tensorrt", "engine"), suffix=".engine", gpu=True,
         options=("opset", "half", "batch", "dynamic", "workspace", "device"),
-        export=export_trt, open=open_backend, available=available,
+        export=export_trt, open=open_backend, embed=_embed_in_onnx, available=available,
         description="TensorRT engines built from the ONNX graphs (fp16 option, timing cache), run on an NVIDIA GPU",
     ))
