@@ -21,7 +21,8 @@ def to_uint8(video: Tensor) -> np.ndarray:
     return (video.movedim(-3, -1) * 255).round().to(torch.uint8).numpy()
 
 
-def _border(frames: np.ndarray, colour: tuple[int, int, int], width: int = 2) -> np.ndarray:
+def add_border(frames: np.ndarray, colour: tuple[int, int, int], width: int = 2) -> np.ndarray:
+    """uint8 images `[..., H, W, 3]` framed by `width` pixels of `colour`."""
     out = np.empty((*frames.shape[:-3], frames.shape[-3] + 2 * width, frames.shape[-2] + 2 * width, 3), np.uint8)
     out[...] = np.asarray(colour, np.uint8)
     out[..., width:-width, width:-width, :] = frames
@@ -41,13 +42,18 @@ def panel_frames(rows: Sequence[Tensor], kinds: Sequence[str] | None = None, pad
             video = torch.cat([video, video[-1:].expand(length - video.shape[0], *video.shape[1:])])
         frames = to_uint8(video)
         if kinds is not None:
-            frames = _border(frames, BORDER_COLOURS.get(kinds[i], (128, 128, 128)))
+            frames = add_border(frames, BORDER_COLOURS.get(kinds[i], (128, 128, 128)))
         columns.append(frames)
-    spacer = np.full((length, columns[0].shape[1], pad, 3), 255, np.uint8)
+    return join_columns(columns, pad)
+
+
+def join_columns(columns: Sequence[np.ndarray], pad: int = 2) -> np.ndarray:
+    """uint8 images `[..., H, W_i, 3]` side by side, `pad` white columns between them."""
+    spacer = np.full((*columns[0].shape[:-2], pad, 3), 255, np.uint8)
     parts: list[np.ndarray] = []
-    for col in columns:
-        parts += [col, spacer]
-    return np.concatenate(parts[:-1], axis=2)
+    for column in columns:
+        parts += [column, spacer]
+    return np.concatenate(parts[:-1], axis=-2)
 
 
 def grid_image(videos: Tensor, pad: int = 2) -> np.ndarray:

@@ -26,7 +26,7 @@ from torch import Tensor
 
 from vpkit.core.errors import VpkitError
 from vpkit.core.source import VideoSource
-from vpkit.engine.media import BORDER_COLOURS, to_uint8
+from vpkit.engine.media import BORDER_COLOURS, add_border, join_columns, to_uint8
 from vpkit.engine.video_writer import (
     FfmpegWriter,
     GifWriter,
@@ -211,22 +211,15 @@ class PanelLayout:
         return self.tile_size[0], n * self.tile_size[1] + (n - 1) * self.pad
 
     def _tile(self, frame: np.ndarray | None, colour: tuple[int, int, int]) -> np.ndarray:
-        tile = np.empty((*self.tile_size, 3), np.uint8)
-        tile[...] = np.asarray(colour, np.uint8)
-        b = self.border
-        inner = tile[b: self.tile_size[0] - b, b: self.tile_size[1] - b]
         if frame is None:
-            inner[...] = np.asarray(MISSING_FILL, np.uint8)
+            size = (self.frame_size[0] * self.scale, self.frame_size[1] * self.scale, 3)
+            inner = np.full(size, MISSING_FILL, np.uint8)
         else:
-            inner[...] = frame.repeat(self.scale, axis=0).repeat(self.scale, axis=1)
-        return tile
+            inner = frame.repeat(self.scale, axis=0).repeat(self.scale, axis=1)
+        return add_border(inner, colour, self.border)
 
     def _join(self, tiles: list[np.ndarray]) -> np.ndarray:
-        spacer = np.full((self.tile_size[0], self.pad, 3), 255, np.uint8)
-        parts: list[np.ndarray] = []
-        for tile in tiles:
-            parts += [tile, spacer]
-        return np.concatenate(parts[:-1], axis=1)
+        return join_columns(tiles, self.pad)
 
     def context_step(self, frame: np.ndarray) -> np.ndarray:
         """A context time step: every column shows `frame` (uint8 `[h, w, 3]`) with the context border."""

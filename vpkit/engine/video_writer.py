@@ -10,10 +10,8 @@ partial file behind. Use them as context managers (an exception aborts), or call
 from __future__ import annotations
 
 import os
-import subprocess
-import tempfile
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Generator, Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -24,23 +22,17 @@ from vpkit.core.errors import VpkitError
 MP4_CRF = 18
 
 
-def ffmpeg_exe() -> str:
-    """The ffmpeg binary bundled with imageio-ffmpeg."""
-    try:
-        import imageio_ffmpeg
-    except ImportError as exc:  # pragma: no cover - a core dependency
-        raise VpkitError("imageio-ffmpeg is not installed; run `pip install imageio-ffmpeg`.") from exc
-    return imageio_ffmpeg.get_ffmpeg_exe()
-
-
 class FfmpegWriter:
-    """Pipe uint8 RGB frames `[H, W, 3]` into ffmpeg. The frame size is fixed by the first frame.
+    """Stream uint8 RGB frames `[H, W, 3]` into ffmpeg through `imageio_ffmpeg.write_frames`. The frame size is
+    fixed by the first frame.
 
-    Subclasses give the container's output arguments (`_output_args`). Writes to `.NAME.tmp-XXXX.SUFFIX` beside
-    `path`; `close()` renames it to `path`.
+    Subclasses give the codec, the output pixel format and extra output arguments. Writes to
+    `.NAME.tmp-XXXX.SUFFIX` beside `path`; `close()` renames it to `path`.
     """
 
     format_name = "video"
+    codec = ""
+    pix_fmt = ""
 
     def __init__(self, path: Path | str, fps: float) -> None:
         if fps <= 0:
@@ -50,27 +42,24 @@ class FfmpegWriter:
         self.tmp_path = self.path.parent / f".{self.path.stem}.tmp-{uuid.uuid4().hex[:8]}{self.path.suffix}"
         self.frames_written = 0
         self.size: tuple[int, int] | None = None
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._log = None
+        self._encoder: Generator[None, np.ndarray | None, None] | None = None
         self._finished = False
         self._closed = False
 
     # -- subclass hook ----------------------------------------------------------------------------------------
     def _output_args(self) -> list[str]:
-        raise NotImplementedError
+        return []
 
     # -- writing ----------------------------------------------------------------------------------------------
     def _start(self, height: int, width: int) -> None:
+        import imageio_ffmpeg
+
         self.size = (height, width)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        # stderr goes to a file, not a pipe: a chatty encoder can then never block on a full pipe buffer
-        self._log = tempfile.TemporaryFile()  # noqa: SIM115 - closed in commit/abort
-        cmd = [
-            ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y",
-            "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-r", f"{self.fps:g}", "-i", "-",
-            *self._output_args(), str(self.tmp_path),
-        ]
-        self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self._log)
+        self._encoder = imageio_ffmpeg.write_frames(
+            str(self.tmp_path), (width, height), fps=self.fps, codec=self.codec, pix_fmt_out=self.pix_fmt,
+            quality=None, macro_block_size=1, ffmpeg_log_level="error", output_params=self._output_args())
+        self._encoder.send(None)  # start the ffmpeg process
 
     def append(self, frame: np.ndarray) -> None:
         """Add one uint8 frame `[H, W, 3]` (RGB)."""
@@ -79,15 +68,15 @@ class FfmpegWriter:
         frame = np.asarray(frame)
         if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
             raise ValueError(f"frames must be uint8 [H, W, 3]; got {frame.dtype} {frame.shape}")
-        if self._proc is None:
+        if self._encoder is None:
             self._start(frame.shape[0], frame.shape[1])
         elif frame.shape[:2] != self.size:
             raise ValueError(f"frame size {frame.shape[:2]} differs from the first frame's {self.size}")
-        assert self._proc is not None and self._proc.stdin is not None
+        assert self._encoder is not None
         try:
-            self._proc.stdin.write(np.ascontiguousarray(frame).tobytes())
-        except (BrokenPipeError, OSError) as exc:
-            raise VpkitError(f"ffmpeg stopped while writing {self.path}: {self._error_text()}") from exc
+            self._encoder.send(np.ascontiguousarray(frame))
+        except OSError as exc:
+            raise VpkitError(f"ffmpeg stopped while writing {self.path}: {_last_line(exc)}") from exc
         self.frames_written += 1
 
     def extend(self, frames: Iterable[np.ndarray]) -> None:
@@ -100,17 +89,15 @@ class FfmpegWriter:
         if self._finished:
             return
         self._finished = True
-        if self._proc is None:
+        if self._encoder is None:
             raise VpkitError(f"No frames were written to {self.path}.")
         try:
-            assert self._proc.stdin is not None
-            try:
-                self._proc.stdin.close()
-            except (BrokenPipeError, OSError):
-                pass  # the return code below says why ffmpeg went away
-            code = self._proc.wait()
-            if code != 0 or not self.tmp_path.is_file():
-                raise VpkitError(f"ffmpeg could not write {self.path} (exit {code}): {self._error_text()}")
+            self._encoder.close()
+            if not self.tmp_path.is_file():
+                raise VpkitError(f"ffmpeg wrote nothing to {self.path}.")
+        except OSError as exc:
+            self._discard()
+            raise VpkitError(f"ffmpeg could not write {self.path}: {_last_line(exc)}") from exc
         except BaseException:
             self._discard()
             raise
@@ -121,7 +108,6 @@ class FfmpegWriter:
         if not self._closed:
             os.replace(self.tmp_path, self.path)
             self._closed = True
-            self._close_log()
         return self.path
 
     def close(self) -> Path:
@@ -136,29 +122,13 @@ class FfmpegWriter:
         self._discard()
 
     def _discard(self) -> None:
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.kill()
-            self._proc.wait()
-        if self._proc is not None and self._proc.stdin is not None and not self._proc.stdin.closed:
+        if self._encoder is not None:
             try:
-                self._proc.stdin.close()
-            except (BrokenPipeError, OSError):
-                pass
+                self._encoder.close()
+            except OSError:
+                pass  # the file is being thrown away; why ffmpeg failed no longer matters
         self.tmp_path.unlink(missing_ok=True)
         self._closed = True
-        self._close_log()
-
-    def _error_text(self) -> str:
-        if self._log is None:
-            return "no output"
-        self._log.seek(0)
-        lines = self._log.read().decode(errors="replace").strip().splitlines()
-        return lines[-1] if lines else "no error message"
-
-    def _close_log(self) -> None:
-        if self._log is not None:
-            self._log.close()
-            self._log = None
 
     def __enter__(self) -> FfmpegWriter:  # noqa: PYI034 - typing.Self needs Python 3.11
         return self
@@ -170,22 +140,26 @@ class FfmpegWriter:
             self.abort()
 
 
+def _last_line(exc: BaseException) -> str:
+    lines = [line for line in str(exc).strip().splitlines() if line.strip()]
+    return lines[-1] if lines else type(exc).__name__
+
+
 class Mp4Writer(FfmpegWriter):
     """H.264 in MP4, yuv420p (plays everywhere). Odd frame sizes are padded with white to even ones, which
     yuv420p needs."""
 
     format_name = "MP4"
+    codec = "libx264"
+    pix_fmt = "yuv420p"
 
     def __init__(self, path: Path | str, fps: float, *, crf: int = MP4_CRF) -> None:
         super().__init__(path, fps)
         self.crf = crf
 
     def _output_args(self) -> list[str]:
-        return [
-            "-vf", "pad=ceil(iw/2)*2:ceil(ih/2)*2:0:0:white",
-            "-c:v", "libx264", "-preset", "medium", "-crf", str(self.crf), "-pix_fmt", "yuv420p",
-            "-movflags", "+faststart", "-f", "mp4",
-        ]
+        return ["-vf", "pad=ceil(iw/2)*2:ceil(ih/2)*2:0:0:white", "-preset", "medium", "-crf", str(self.crf),
+                "-movflags", "+faststart", "-f", "mp4"]
 
 
 class GifWriter(FfmpegWriter):
@@ -193,12 +167,12 @@ class GifWriter(FfmpegWriter):
     the whole video to build a global palette, so it streams in bounded memory and keeps each frame's colours."""
 
     format_name = "GIF"
+    codec = "gif"
+    pix_fmt = "pal8"
 
     def _output_args(self) -> list[str]:
-        return [
-            "-filter_complex", "split[a][b];[a]palettegen=stats_mode=single[p];[b][p]paletteuse=new=1",
-            "-loop", "0", "-f", "gif",
-        ]
+        return ["-filter_complex", "split[a][b];[a]palettegen=stats_mode=single[p];[b][p]paletteuse=new=1",
+                "-loop", "0", "-f", "gif"]
 
 
 def open_writer(path: Path | str, fps: float) -> FfmpegWriter:
