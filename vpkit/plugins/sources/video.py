@@ -113,8 +113,7 @@ class DecordVideo(VideoSource):
             container = container_of(file.read(512))
         decord = _decord()
         try:
-            with _stderr_silenced():
-                self._reader = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=NUM_THREADS)
+            self._reader = self._open_reader()
         except (RuntimeError, decord.DECORDError) as error:
             if container is None:
                 raise VpkitError(f"{uri} is not a video ffmpeg can read") from error
@@ -148,9 +147,18 @@ class DecordVideo(VideoSource):
             raise VpkitError(f"{self.uri} is truncated or corrupt (could not decode frame {indices[len(frames)]})")
         return frames
 
-    def _decode_one_by_one(self, indices: range) -> np.ndarray:
-        """After a failed batch, find the frame that fails (or decode the batch if the error does not repeat)."""
+    def _open_reader(self) -> Any:
         decord = _decord()
+        with _stderr_silenced():
+            return decord.VideoReader(self.uri, ctx=decord.cpu(0), num_threads=NUM_THREADS)
+
+    def _decode_one_by_one(self, indices: range) -> np.ndarray:
+        """After a failed batch, find the frame that fails (or decode the batch if the error does not repeat).
+
+        The reader is opened afresh first: after an error decord's decoder can fail on any frame, even ones it
+        decoded before, which would name the wrong frame."""
+        decord = _decord()
+        self._reader = self._open_reader()
         frames = []
         for index in indices:
             try:
