@@ -65,15 +65,28 @@ class DatasetSpec:
 
 @dataclass(frozen=True)
 class MetricSpec:
-    """A frame-quality metric. `build(options)` returns a callable `(pred, target) -> scores [N, T]` on float
-    videos `[N, T, C, H, W]` in [0, 1] (one score per frame). `options` holds run-time settings such as `device`
-    and backbone paths; unknown keys are ignored."""
+    """A video-quality metric. `options` passed to `build(options)` hold run-time settings (`device`, backbone
+    paths, the variant a metric profile picks); unknown keys are ignored.
+
+    - `level="frame"`: `build` returns a callable `(pred, target) -> scores [N, T]` on float videos
+      `[N, T, C, H, W]` in [0, 1], one score per frame (PSNR, SSIM, LPIPS).
+    - `level="set"`: `build` returns a feature extractor `videos [N, T, C, H, W] in [0, 1] -> features [N, D]`
+      (float64) with attributes `min_frames` (shortest clip it accepts) and `identity` (a string naming the
+      network file and preprocessing, part of every real-statistics cache key); the evaluator accumulates the
+      features of the real and of the predicted videos over the whole test set and scores the two sets with the
+      Fréchet distance (FVD).
+    """
 
     name: str
     build: Callable[[Mapping[str, Any]], Callable[..., Any]]
     higher_is_better: bool
     description: str = ""
     plugin: str = ""
+    level: str = "frame"
+
+    def __post_init__(self) -> None:
+        if self.level not in ("frame", "set"):
+            raise ValueError(f"metric {self.name!r}: level must be 'frame' or 'set', not {self.level!r}")
 
 
 @dataclass(frozen=True)

@@ -25,8 +25,9 @@ from torch import Tensor, nn
 from vpkit.core.errors import VpkitError
 from vpkit.core.model import Backend
 from vpkit.core.specs import MetricSpec
+from vpkit.engine.set_metrics import SetScoring
 
-REPORT_FORMAT = "vpkit-eval-card/1"
+REPORT_FORMAT = "vpkit-eval-card/2"
 SELECTION_RULE = "best per video per metric"
 # Bytes of predicted frames one `predict` call may return; a batch of videos × samples above this is split along
 # the samples. Model activations scale with the same count, so this also bounds the sampling memory.
@@ -34,7 +35,8 @@ PREDICTION_BUDGET_BYTES = 256 * 2**20
 # Random (not selected) samples kept per example video for GIFs.
 EXAMPLE_SAMPLES = 3
 AGGREGATES = ("best", "mean", "worst")
-_REPORT_SECTIONS = ("created", "metrics", "versions", "summary", "per_frame", "per_video")
+_REPORT_SECTIONS = ("created", "metrics", "versions", "summary", "per_frame", "per_video", "set_metrics",
+                    "warnings")
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,10 @@ class BuiltMetric:
     def settings(self) -> dict[str, Any]:
         return dict(getattr(self.score, "settings", {}) or {})
 
+    @property
+    def is_set_level(self) -> bool:
+        return self.spec.level == "set"
+
 
 def build_metric(metric: str | MetricSpec, options: Mapping[str, Any] | None = None) -> BuiltMetric:
     """Look a metric up by name (or take its spec) and build it with `options` (`device`, backbone paths...)."""
@@ -69,13 +75,17 @@ def build_metric(metric: str | MetricSpec, options: Mapping[str, Any] | None = N
 class EvalResult:
     """What `evaluate` measured.
 
-    - `summary[metric][aggregate]` = `{"mean", "ci95"}` over videos, aggregate in best / mean / worst of N.
+    - `summary[metric][aggregate]` = `{"mean", "ci95", "std"}` for each frame metric, aggregate in best / mean /
+      worst of N: mean and 95% CI over videos, and the population std over every (video, predicted frame) score
+      of the chosen samples (the ± DDLP reports).
     - `per_frame[metric][aggregate]` = `{"mean": [horizon], "ci95": [horizon]}`: the curve over horizon steps
       (for "best", the frames of each video's best sample, chosen by its frame-averaged score).
     - `per_video[metric]` = `{"best", "mean", "worst": [num_videos] floats, "best_sample": [num_videos] ints}`.
+    - `set_metrics[metric]`: a set-level metric's value (FVD) and every choice behind it (see `SetScoring`).
     - `examples`: the first videos' `context` `[T0, C, H, W]`, `truth` `[horizon, C, H, W]`, a few random
-      `samples` `[k, horizon, C, H, W]` and the `best` sample per metric, float in [0, 1] on the CPU.
-    - `protocol`: every choice the numbers depend on.
+      `samples` `[k, horizon, C, H, W]`, and the `best` and `worst` sample per frame metric (with `best_score`,
+      `worst_score`), float in [0, 1] on the CPU.
+    - `protocol`: every choice the numbers depend on; `warnings`: what the reader must know about them.
     """
 
     summary: dict[str, dict[str, dict[str, float]]]
@@ -84,6 +94,8 @@ class EvalResult:
     examples: list[dict[str, Any]]
     protocol: dict[str, Any]
     metrics: dict[str, dict[str, Any]] = field(default_factory=dict)
+    set_metrics: dict[str, dict[str, Any]] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
     def best_mean(self, metric: str) -> float:
         """The headline number: best-of-N averaged over videos."""
@@ -107,6 +119,8 @@ class EvalResult:
             "summary": self.summary,
             "per_frame": self.per_frame,
             "per_video": self.per_video,
+            "set_metrics": _jsonable(self.set_metrics),
+            "warnings": list(self.warnings),
         })
         return report
 
@@ -241,6 +255,9 @@ def evaluate(
     keep_examples: int = 4,
     samples_per_call: int | None = None,
     backend: Backend | None = None,
+    fvd_context: bool = True,
+    fvd_sample: str = "random",
+    real_stats_key: Mapping[str, Any] | None = None,
 ) -> EvalResult:
     """Score `model` on the first `num_videos` videos of `dataset` (all by default) with the best-of-N protocol.
 
@@ -249,6 +266,10 @@ def evaluate(
     reproducible for the same seed, batch size and `samples_per_call` (default: as many samples per `predict`
     call as fit in 256 MiB of predicted frames). Deterministic models (`model.stochastic` false) draw one sample.
     `backend` runs the model's graphs (an exported runtime's; default: the model's own, eagerly).
+
+    Set-level metrics (FVD) score one clip per video, the conditioning frames included when `fvd_context`;
+    `fvd_sample` picks it: "random" (default), "first", "all" (every sample) or "best-<frame metric>" (only when
+    asked). `real_stats_key` (dataset name, config, split) enables the real-statistics cache; None computes them.
     """
     if n_context < 1 or horizon < 1 or num_samples < 1 or batch_size < 1:
         raise VpkitError("n_context, horizon, num_samples and batch_size must all be at least 1.")
@@ -260,6 +281,8 @@ def evaluate(
     names = [m.name for m in built]
     if len(set(names)) != len(names):
         raise VpkitError(f"A metric is listed twice: {', '.join(names)}.")
+    frame_metrics = [m for m in built if not m.is_set_level]
+    set_level = [m for m in built if m.is_set_level]
 
     total_videos = len(dataset)
     n_videos = total_videos if num_videos is None else min(num_videos, total_videos)
@@ -271,9 +294,11 @@ def evaluate(
     generator = torch.Generator().manual_seed(seed)
     run_on = {"backend": backend} if backend is not None else {}
     scores: dict[str, dict[str, list[Tensor]]] = {
-        m.name: {"avg": [], "curve_best": [], "curve_mean": [], "curve_worst": [], "best_sample": []} for m in built}
+        m.name: {"avg": [], "curve_best": [], "curve_mean": [], "curve_worst": [], "best_sample": []}
+        for m in frame_metrics}
     examples: list[dict[str, Any]] = []
     chunk: int | None = None
+    set_scoring: list[SetScoring] = []
 
     with sampling_mode(model), torch.no_grad(), _progress(progress) as bar:
         task = bar.add_task("eval", total=n_videos)
@@ -287,13 +312,22 @@ def evaluate(
             context = videos[:, :n_context]
             truth = videos[:, n_context:n_context + horizon]
             batch = len(indices)
+            if start == 0:
+                set_scoring = [
+                    SetScoring(m, n_context=n_context, horizon=horizon, drawn=drawn, include_context=fvd_context,
+                               sample=fvd_sample, seed=seed, num_videos=n_videos, frame_shape=tuple(truth.shape[2:]),
+                               real_key=real_stats_key,
+                               higher_is_better={f.name: f.spec.higher_is_better for f in frame_metrics})
+                    for m in set_level]
+            for scoring in set_scoring:
+                scoring.begin_batch(context, truth)
             if chunk is None:  # sized on a full batch, so every batch draws its samples the same way
                 future_bytes = truth[0].numel() * 4
                 chunk = min(drawn, samples_per_call or max(1, PREDICTION_BUDGET_BYTES // (future_bytes * batch_size)))
             n_keep = max(0, min(keep_examples - start, batch))
             batch_examples = [{"context": context[i].cpu(), "truth": truth[i].cpu(), "samples": [],
-                               "best": {}, "best_score": {}} for i in range(n_keep)]
-            per_sample: dict[str, list[Tensor]] = {m.name: [] for m in built}  # [B, s, horizon] per chunk
+                               "best": {}, "best_score": {}, "worst": {}, "worst_score": {}} for i in range(n_keep)]
+            per_sample: dict[str, list[Tensor]] = {m.name: [] for m in frame_metrics}  # [B, s, horizon] per chunk
 
             for first in range(0, drawn, chunk):
                 count = min(chunk, drawn - first)
@@ -308,16 +342,22 @@ def evaluate(
                                      f"the checkpoint is broken (check training for divergence).")
                 flat = pred.reshape(batch * count, horizon, *pred.shape[3:])
                 target = truth.repeat_interleave(count, dim=0)
-                for metric in built:
+                averages = {}
+                for metric in frame_metrics:
                     frame_scores = metric.score(flat, target).reshape(batch, count, horizon).double().cpu()
                     per_sample[metric.name].append(frame_scores)
+                    averages[metric.name] = frame_scores.mean(dim=2)
                     _update_examples(batch_examples, metric, frame_scores, pred)
+                for scoring in set_scoring:
+                    scoring.add_samples(first, pred, averages)
                 for i, example in enumerate(batch_examples):
                     room = EXAMPLE_SAMPLES - sum(s.shape[0] for s in example["samples"])
                     if room > 0:
                         example["samples"].append(pred[i, :room].float().cpu())
 
-            for metric in built:
+            for scoring in set_scoring:
+                scoring.end_batch()
+            for metric in frame_metrics:
                 frames = torch.cat(per_sample[metric.name], dim=1)  # [B, S, horizon]
                 average = frames.mean(dim=2)  # [B, S]
                 # argmax/argmin return the first optimum, as SRVP's strict "better than" keeps the earliest sample.
@@ -333,13 +373,14 @@ def evaluate(
             for example in batch_examples:
                 example["samples"] = torch.cat(example["samples"])
                 example["best_score"] = {k: float(v) for k, v in example["best_score"].items()}
+                example["worst_score"] = {k: float(v) for k, v in example["worst_score"].items()}
             examples.extend(batch_examples)
             bar.advance(task, batch)
 
     summary: dict[str, dict[str, dict[str, float]]] = {}
     per_frame: dict[str, dict[str, dict[str, list[float]]]] = {}
     per_video: dict[str, dict[str, list[float] | list[int]]] = {}
-    for metric in built:
+    for metric in frame_metrics:
         table = scores[metric.name]
         average = torch.cat(table["avg"])  # [V, S]
         best_sample = torch.cat(table["best_sample"])
@@ -349,7 +390,9 @@ def evaluate(
         summary[metric.name] = {}
         for aggregate, values in per_video_values.items():
             mean, ci95 = confidence_interval(values)
-            summary[metric.name][aggregate] = {"mean": mean, "ci95": ci95}
+            pairs = torch.cat(table[f"curve_{aggregate}"]).double()  # [V, horizon]: the chosen samples' frames
+            std = pairs.std(unbiased=False).item() if pairs.numel() > 1 else 0.0
+            summary[metric.name][aggregate] = {"mean": mean, "ci95": ci95, "std": std}
         per_frame[metric.name] = {agg: _curve(torch.cat(table[f"curve_{agg}"])) for agg in AGGREGATES}
         per_video[metric.name] = {agg: v.tolist() for agg, v in per_video_values.items()}
         per_video[metric.name]["best_sample"] = best_sample.tolist()
@@ -374,22 +417,28 @@ def evaluate(
     }
     metric_cards = {
         m.name: {"higher_is_better": m.spec.higher_is_better, "description": m.spec.description,
-                 "plugin": m.spec.plugin, "settings": m.settings}
+                 "plugin": m.spec.plugin, "level": m.spec.level, "settings": m.settings}
         for m in built
     }
-    return EvalResult(summary, per_frame, per_video, examples, protocol, metric_cards)
+    set_results, warnings = {}, []
+    for scoring in set_scoring:
+        set_results[scoring.name], said = scoring.result()
+        warnings.extend(said)
+    return EvalResult(summary, per_frame, per_video, examples, protocol, metric_cards, set_results, warnings)
 
 
 def _update_examples(examples: list[dict[str, Any]], metric: BuiltMetric, frame_scores: Tensor, pred: Tensor) -> None:
-    """Keep each example video's best sample so far for `metric` (strictly better replaces, as in SRVP)."""
+    """Keep each example video's best and worst sample so far for `metric` (strictly better replaces, as in
+    SRVP; strictly worse for the worst)."""
     if not examples:
         return
-    better = _better(metric.spec.higher_is_better)
     average = frame_scores.mean(dim=2)
-    for i, example in enumerate(examples):
-        j = int(average[i].argmax() if metric.spec.higher_is_better else average[i].argmin())
-        value = average[i, j]
-        current = example["best_score"].get(metric.name)
-        if current is None or bool(better(value, current)):
-            example["best_score"][metric.name] = value
-            example["best"][metric.name] = pred[i, j].float().cpu()
+    higher = metric.spec.higher_is_better
+    for end, better in (("best", _better(higher)), ("worst", _better(not higher))):
+        for i, example in enumerate(examples):
+            j = int(average[i].argmax() if (end == "best") == higher else average[i].argmin())
+            value = average[i, j]
+            current = example[f"{end}_score"].get(metric.name)
+            if current is None or bool(better(value, current)):
+                example[f"{end}_score"][metric.name] = value
+                example[end][metric.name] = pred[i, j].float().cpu()

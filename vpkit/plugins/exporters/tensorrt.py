@@ -40,12 +40,12 @@ from torch import Tensor
 import vpkit
 from vpkit.core.errors import VpkitError
 from vpkit.core.model import ExportPlan, Graph
+from vpkit.core.paths import cache_dir
 from vpkit.core.specs import ExporterSpec, ExportOptions
 
 INSTALL = ('pip install "vpkit[tensorrt]" (or pip install tensorrt: NVIDIA\'s wheels, for Linux or Windows with an '
            'NVIDIA GPU and a CUDA 12/13 driver)')
 NO_GPU = "TensorRT needs an NVIDIA GPU; none is visible (torch.cuda.is_available() is False)"
-CACHE_ENV = "VPKIT_CACHE_DIR"
 BUILD_FILE = "tensorrt.json"
 GIB = 1 << 30
 # IExecutionContext.set_tensor_address: "The pointer must have at least 256-byte alignment" (NvInferRuntime.h).
@@ -114,9 +114,7 @@ def _one_line(text: str) -> str:
 # -- timing cache ------------------------------------------------------------------------------------------------
 def timing_cache_path() -> Path:
     """Where builds share their timing cache: `$VPKIT_CACHE_DIR/tensorrt/timing.cache`, default `~/.cache/vpkit`."""
-    root = os.environ.get(CACHE_ENV)
-    base = Path(root).expanduser() if root else Path.home() / ".cache" / "vpkit"
-    return base / "tensorrt" / "timing.cache"
+    return cache_dir("tensorrt", "timing.cache")
 
 
 class TimingCache:
