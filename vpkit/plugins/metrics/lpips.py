@@ -1,12 +1,14 @@
-"""LPIPS as SRVP and SLAMP report it: the `lpips` package's AlexNet with the v0.1 linear layers, inputs mapped to
-[-1, 1], grey frames repeated to three channels, one distance per frame.
+"""LPIPS with the `lpips` package's v0.1 linear layers, inputs mapped to [-1, 1], grey frames repeated to three
+channels, one distance per frame. `lpips_net` picks the trunk: "alex" (default; SRVP, SLAMP, OpenSTL) or "vgg"
+(DDLP, through piqa's `LPIPS(network='vgg')`: piqa normalises [0, 1] inputs with ImageNet's mean and std, which is
+lpips' ScalingLayer on [-1, 1] written another way, so the two give the same distance).
 
 Weights come from two places and both are loaded strictly, so no layer can stay randomly initialised:
 - the v0.1 linear layers ship inside the `lpips` package;
-- the AlexNet trunk is torchvision's ImageNet checkpoint `alexnet-owt-7be5be79.pth`, read from torchvision's hub cache
-  (`$TORCH_HOME/hub/checkpoints/`, downloaded there by torchvision when the network allows) or from an explicit file
-  (`options["lpips_backbone"]`, CLI `--lpips-backbone PATH`). When neither works the metric raises a `VpkitError`
-  naming the missing file and where to put it.
+- the trunk is torchvision's ImageNet checkpoint (`alexnet-owt-7be5be79.pth` or `vgg16-397923af.pth`), read from
+  torchvision's hub cache (`$TORCH_HOME/hub/checkpoints/`, downloaded there by torchvision when the network allows)
+  or from an explicit file (`options["lpips_backbone"]`, CLI `--lpips-backbone PATH`). When neither works the metric
+  raises a `VpkitError` naming the missing file and where to put it.
 """
 
 from __future__ import annotations
@@ -23,59 +25,77 @@ import vpkit
 from vpkit.core.errors import VpkitError
 from vpkit.core.specs import MetricSpec
 
-BACKBONE_FILE = "alexnet-owt-7be5be79.pth"
+BACKBONE_FILES = {"alex": "alexnet-owt-7be5be79.pth", "vgg": "vgg16-397923af.pth"}
+BACKBONE_FILE = BACKBONE_FILES["alex"]
 BACKBONE_URL = f"https://download.pytorch.org/models/{BACKBONE_FILE}"
 LPIPS_VERSION = "0.1"
 # Frames per AlexNet forward pass, as pixels: 1024 frames of 64×64, fewer for larger frames.
 PIXELS_PER_CHUNK = 2**22
 
 
-def cached_backbone_path() -> Path:
-    """Where torchvision keeps (and looks for) the ImageNet AlexNet weights."""
-    return Path(torch.hub.get_dir()) / "checkpoints" / BACKBONE_FILE
+NETS = {"alex": "AlexNet", "vgg": "VGG16"}
 
 
-def _missing_message(reason: str) -> str:
+def _check_net(net: str) -> str:
+    if net not in NETS:
+        raise VpkitError(f"Unknown lpips_net {net!r}; choose one of {', '.join(NETS)}.")
+    return net
+
+
+def backbone_url(net: str = "alex") -> str:
+    return f"https://download.pytorch.org/models/{BACKBONE_FILES[_check_net(net)]}"
+
+
+def cached_backbone_path(net: str = "alex") -> Path:
+    """Where torchvision keeps (and looks for) the ImageNet weights of the `net` trunk."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / BACKBONE_FILES[_check_net(net)]
+
+
+def _missing_message(reason: str, net: str = "alex") -> str:
     return (
-        f"LPIPS needs torchvision's ImageNet AlexNet weights {BACKBONE_FILE}, {reason}. Download {BACKBONE_URL} to "
-        f"{cached_backbone_path()} (torchvision's cache, under $TORCH_HOME), or pass --lpips-backbone PATH."
+        f"LPIPS needs torchvision's ImageNet {NETS[net]} weights {BACKBONE_FILES[net]}, {reason}. Download "
+        f"{backbone_url(net)} to {cached_backbone_path(net)} (torchvision's cache, under $TORCH_HOME), or pass "
+        "--lpips-backbone PATH."
     )
 
 
-def load_backbone_state(path: Path | str | None = None) -> dict[str, Tensor]:
-    """The AlexNet state dict: from `path` when given, otherwise through torchvision's cache."""
+def load_backbone_state(path: Path | str | None = None, net: str = "alex") -> dict[str, Tensor]:
+    """The trunk's state dict: from `path` when given, otherwise through torchvision's cache."""
+    _check_net(net)
     if path is not None:
         path = Path(path).expanduser()
         if not path.is_file():
-            raise VpkitError(_missing_message(f"but the --lpips-backbone file {path} does not exist"))
+            raise VpkitError(_missing_message(f"but the --lpips-backbone file {path} does not exist", net))
         try:
             return torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # torch raises several types for truncated or foreign files
-            raise VpkitError(f"{path} is not a readable AlexNet state dict ({exc}); pass torchvision's "
-                             f"{BACKBONE_FILE}.") from None
-    from torchvision.models import AlexNet_Weights
+            raise VpkitError(f"{path} is not a readable {NETS[net]} state dict ({exc}); pass torchvision's "
+                             f"{BACKBONE_FILES[net]}.") from None
+    from torchvision.models import AlexNet_Weights, VGG16_Weights
 
-    cached = cached_backbone_path()
+    weights = {"alex": AlexNet_Weights.IMAGENET1K_V1, "vgg": VGG16_Weights.IMAGENET1K_V1}[net]
+    cached = cached_backbone_path(net)
     try:
         # torchvision's own loader reads its cache and only downloads when the file is absent.
-        return AlexNet_Weights.IMAGENET1K_V1.get_state_dict(progress=False, check_hash=True)
+        return weights.get_state_dict(progress=False, check_hash=True)
     except Exception as exc:  # no network (URLError), a refused download, or a corrupt cached file
         if cached.is_file():
             raise VpkitError(f"The cached LPIPS backbone {cached} is unreadable ({exc}); delete it and download "
-                             f"{BACKBONE_URL} again, or pass --lpips-backbone PATH.") from None
+                             f"{backbone_url(net)} again, or pass --lpips-backbone PATH.") from None
         raise VpkitError(_missing_message(f"which is not in torchvision's cache and could not be downloaded "
-                                          f"({type(exc).__name__}: {exc})")) from None
+                                          f"({type(exc).__name__}: {exc})", net)) from None
 
 
-def build_lpips_model(backbone_state: Mapping[str, Tensor]) -> torch.nn.Module:
-    """`lpips.LPIPS` (AlexNet, v0.1) with every weight loaded strictly: the trunk from `backbone_state`, the linear
-    layers from the copy shipped inside the `lpips` package."""
+def build_lpips_model(backbone_state: Mapping[str, Tensor], net: str = "alex") -> torch.nn.Module:
+    """`lpips.LPIPS` (`net` trunk, v0.1) with every weight loaded strictly: the trunk from `backbone_state`, the
+    linear layers from the copy shipped inside the `lpips` package."""
     import lpips
 
+    _check_net(net)
     with warnings.catch_warnings():
         # lpips passes torchvision's deprecated `pretrained=` argument; with pnet_rand=True it only builds the shape.
         warnings.simplefilter("ignore", UserWarning)
-        model = lpips.LPIPS(pretrained=False, net="alex", version=LPIPS_VERSION, pnet_rand=True, verbose=False)
+        model = lpips.LPIPS(pretrained=False, net=net, version=LPIPS_VERSION, pnet_rand=True, verbose=False)
 
     # lpips slices torchvision's `features` and keeps each layer's index as its name: features.3 -> slice2.3.
     trunk: dict[str, Tensor] = {}
@@ -88,10 +108,10 @@ def build_lpips_model(backbone_state: Mapping[str, Tensor]) -> torch.nn.Module:
     try:
         model.net.load_state_dict(trunk, strict=True)
     except RuntimeError as exc:
-        raise VpkitError(f"The LPIPS backbone is not torchvision's AlexNet {BACKBONE_FILE} "
+        raise VpkitError(f"The LPIPS backbone is not torchvision's {NETS[net]} {BACKBONE_FILES[net]} "
                          f"({str(exc).splitlines()[0]}).") from None
 
-    linear_file = Path(lpips.__file__).parent / "weights" / f"v{LPIPS_VERSION}" / "alex.pth"
+    linear_file = Path(lpips.__file__).parent / "weights" / f"v{LPIPS_VERSION}" / f"{net}.pth"
     try:
         linear = torch.load(linear_file, map_location="cpu", weights_only=True)
         for i, layer in enumerate(model.lins):
@@ -103,13 +123,14 @@ def build_lpips_model(backbone_state: Mapping[str, Tensor]) -> torch.nn.Module:
 
 
 class LPIPSMetric:
-    """Callable `(pred, target) -> [N, T]` LPIPS distances, every frame of the batch through AlexNet in chunks."""
+    """Callable `(pred, target) -> [N, T]` LPIPS distances, every frame of the batch through the trunk in chunks."""
 
-    def __init__(self, model: torch.nn.Module, device: torch.device | str = "cpu", backbone: str = "") -> None:
+    def __init__(self, model: torch.nn.Module, device: torch.device | str = "cpu", backbone: str = "",
+                 net: str = "alex") -> None:
         self.device = torch.device(device)
         self.model = model.to(self.device)
         self.settings = {  # recorded on the eval card
-            "net": "alex", "version": LPIPS_VERSION, "backbone": backbone, "input_range": [-1.0, 1.0],
+            "net": net, "version": LPIPS_VERSION, "backbone": backbone, "input_range": [-1.0, 1.0],
             "grey": "repeated to 3 channels", "clamp": [0.0, 1.0],
         }
 
@@ -134,11 +155,13 @@ class LPIPSMetric:
 
 
 def build(options: Mapping[str, Any]) -> LPIPSMetric:
-    """Options: `device` (where AlexNet runs) and `lpips_backbone` (a path to torchvision's AlexNet weights)."""
+    """Options: `device` (where the trunk runs), `lpips_net` ("alex" or "vgg") and `lpips_backbone` (a path to
+    torchvision's weights for that trunk)."""
+    net = _check_net(options.get("lpips_net") or "alex")
     explicit = options.get("lpips_backbone")
-    state = load_backbone_state(explicit)
-    backbone = str(Path(explicit).expanduser() if explicit is not None else cached_backbone_path())
-    return LPIPSMetric(build_lpips_model(state), options.get("device", "cpu"), backbone)
+    state = load_backbone_state(explicit, net)
+    backbone = str(Path(explicit).expanduser() if explicit is not None else cached_backbone_path(net))
+    return LPIPSMetric(build_lpips_model(state, net), options.get("device", "cpu"), backbone, net)
 
 
 @vpkit.hookimpl
@@ -147,5 +170,5 @@ def register_metrics(register: Callable[[MetricSpec], None]) -> None:
         name="lpips",
         build=build,
         higher_is_better=False,
-        description="LPIPS per frame (AlexNet, v0.1 linear layers, inputs in [-1, 1]; SRVP protocol)",
+        description="LPIPS per frame (v0.1 linear layers, inputs in [-1, 1]; AlexNet as SRVP, or VGG16 as DDLP)",
     ))
