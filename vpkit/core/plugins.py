@@ -35,6 +35,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "vpkit.plugins.metrics.psnr",
     "vpkit.plugins.metrics.ssim",
     "vpkit.plugins.metrics.lpips",
+    "vpkit.plugins.metrics.fvd",
     "vpkit.plugins.exporters.onnx",
     "vpkit.plugins.exporters.tensorrt",
     "vpkit.plugins.sources.video",
