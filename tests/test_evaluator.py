@@ -284,7 +284,7 @@ def test_report_holds_every_protocol_choice_next_to_the_numbers():
 
 def test_plots_are_written_as_png(tmp_path):
     result = run(NoiseModel(), metrics=(PSNR, MAE))
-    paths = plots.plot_all(result, tmp_path)
+    paths = plots.plot_all(result.to_report(), tmp_path)
     assert set(paths) == {"psnr", "mae"}
     image = imageio.imread(paths["psnr"])
     assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100
@@ -376,8 +376,13 @@ def test_eval_command_writes_report_plots_and_gif_and_skips_missing_lpips(fake_c
     assert report["dataset"]["name"] == "fake-static"
     assert (out / "psnr.png").is_file() and (out / "ssim.png").is_file()
     gif = imageio.mimread(out / "samples.gif")
-    # 3 test videos stacked (2-pixel gaps) in columns best-by-psnr + 3 random samples + truth, 2-pixel borders
-    assert gif[0].shape == (3 * SIZE + 2 * 2 + 4, 5 * (SIZE + 4) + 4 * 2, 3)
+    # 3 test videos stacked (2-pixel gaps), each in columns best and worst by psnr + 3 random samples + truth,
+    # every frame with a 2-pixel border
+    assert gif[0].shape == (3 * (SIZE + 4) + 2 * 2, 6 * (SIZE + 4) + 5 * 2, 3)
+    sheet = imageio.imread(out / "samples.png")
+    # the PNG sheet: per video 6 labelled rows (truth, best, worst, 3 random) of context + horizon frames
+    assert sheet.shape[0] == 3 * (6 * (SIZE + 4) + 5 * 2) + 2 * 6
+    assert sheet.shape[1] == 150 + (N_CONTEXT + HORIZON) * (SIZE + 4) + (N_CONTEXT + HORIZON - 1) * 2
     assert "best of 3" in result.output
 
 

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import typer
+from rich.markup import escape
 
 from vpkit.cli.console import console, err_console, print_json
 from vpkit.core.errors import VpkitError
 
 DEFAULT_METRICS = ("psnr", "ssim", "lpips")
+DEFAULT_SAMPLES = 100
 
 
 def default_out_dir(checkpoint: Path) -> Path:
@@ -32,34 +33,20 @@ def _metric_names(metrics: list[str] | None) -> tuple[list[str], bool]:
     return list(dict.fromkeys(names)), True
 
 
-def _stack_examples(examples: list[dict[str, Any]], first_metric: str) -> tuple[Any, Any, Any]:
-    """Stack the example videos top to bottom (white rows between) into one context / samples / truth triple.
-
-    The sample columns are the best sample by `first_metric`, then the random draws kept by the evaluator.
-    """
-    import torch
-
-    def column(video: Any, pad: bool) -> Any:
-        if not pad:
-            return video
-        spacer = torch.ones(*video.shape[:-2], 2, video.shape[-1])
-        return torch.cat([video, spacer], dim=-2)
-
-    last = len(examples) - 1
-    context = torch.cat([column(e["context"], i < last) for i, e in enumerate(examples)], dim=-2)
-    truth = torch.cat([column(e["truth"], i < last) for i, e in enumerate(examples)], dim=-2)
-    per_video = [torch.cat([e["best"][first_metric][None], e["samples"]]) for e in examples]
-    n_columns = min(v.shape[0] for v in per_video)
-    samples = torch.cat([column(v[:n_columns], i < last) for i, v in enumerate(per_video)], dim=-2)
-    return context, samples, truth
-
-
 def eval_command(
-    checkpoint: Path = typer.Argument(..., help="Checkpoint or export directory (e.g. "
-                                      "runs/svg-smmnist/checkpoints/best, or its -onnx export)."),
-    samples: int = typer.Option(100, "--samples", "-n", help="Samples per test video (best of N)."),
-    metrics: list[str] = typer.Option(None, "--metrics", help="Metrics, comma-separated or repeated "
-                                      "(default: psnr,ssim,lpips; lpips is skipped when its AlexNet is missing)."),
+    targets: list[Path] = typer.Argument(..., help="A checkpoint or export directory to evaluate (e.g. "
+                                         "runs/svg-smmnist/checkpoints/best, or its -onnx export); with --compare, "
+                                         "two or more report.json files."),
+    compare: bool = typer.Option(False, "--compare", help="Compare eval cards side by side instead of evaluating: "
+                                 "vpkit eval --compare a.json b.json [--out DIR for the curves of every run]."),
+    profile: str = typer.Option(None, "--profile", help="Metric conventions: vpkit (default), srvp, svg, ddlp or "
+                                "openstl; sets the SSIM window and range, the PSNR reduction, the LPIPS network and "
+                                "the FVD convention so the numbers match that paper's own."),
+    samples: int = typer.Option(None, "--samples", "-n", help="Samples per test video, best of N (default: the "
+                                "profile's, 100 for stochastic protocols)."),
+    metrics: list[str] = typer.Option(None, "--metrics", help="Metrics, comma-separated or repeated: psnr, ssim, "
+                                      "lpips, fvd (default: psnr,ssim,lpips; lpips is skipped when its backbone is "
+                                      "missing)."),
     out: Path = typer.Option(None, "--out", "-o", help="Output folder (default: RUN/eval, or ./eval)."),
     videos: int = typer.Option(None, "--videos", help="Score only the first N test videos (default: all)."),
     horizon: int = typer.Option(None, "--horizon", help="Frames to predict (default: test clip length - context)."),
@@ -70,23 +57,56 @@ def eval_command(
     backend: str = typer.Option(None, "--backend", help="torch, onnx or trt (default: torch for a checkpoint, "
                                 "the export's format for an export directory)."),
     compile: bool = typer.Option(False, "--compile", help="torch.compile the graphs (torch backend)."),
-    lpips_backbone: Path = typer.Option(None, "--lpips-backbone", help="torchvision's alexnet-owt-7be5be79.pth "
-                                        "for LPIPS (default: torchvision's cache under $TORCH_HOME/hub/checkpoints)."),
+    lpips_backbone: Path = typer.Option(None, "--lpips-backbone", help="torchvision's ImageNet weights for the "
+                                        "LPIPS trunk: alexnet-owt-7be5be79.pth, or vgg16-397923af.pth for the ddlp "
+                                        "profile (default: torchvision's cache under $TORCH_HOME/hub/checkpoints)."),
+    i3d: Path = typer.Option(None, "--i3d", help="The I3D TorchScript file i3d_torchscript.pt for FVD (default: "
+                             "$VPKIT_CACHE_DIR/i3d/, downloaded there once when the network allows)."),
+    i3d_sha256: str = typer.Option(None, "--i3d-sha256", help="Refuse an I3D file whose SHA-256 differs."),
+    fvd_sample: str = typer.Option(None, "--fvd-sample", help="Which sample of each video FVD scores: random "
+                                   "(default), first, all, or best-<metric> (SLAMP's protocol; favours the "
+                                   "selection)."),
+    fvd_context: bool = typer.Option(None, "--fvd-context/--fvd-no-context", help="Score the conditioning frames "
+                                     "with the predicted ones in FVD (default: the profile's; yes for all)."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON instead of the table."),
 ) -> None:
-    """Evaluate a checkpoint or an export with the SRVP protocol: N samples per test video, best per video per
-    metric, mean ± 95% CI over videos (also mean-of-N and worst-of-N)."""
+    """Evaluate a checkpoint or an export with the best-of-N protocol (N samples per test video, best per video
+    per metric, mean ± 95% CI over videos; also mean-of-N and worst-of-N) and FVD over the whole test set; or
+    compare eval cards with --compare."""
+    if compare:
+        _compare_command(targets, out, as_json)
+        return
+    if len(targets) != 1:
+        raise VpkitError(f"vpkit eval takes one checkpoint, got {len(targets)} paths; to compare reports pass "
+                         "--compare a.json b.json.")
+    if targets[0].suffix == ".json":
+        raise VpkitError(f"{targets[0]} is a report, not a checkpoint; to compare reports pass --compare.")
+    _evaluate_command(targets[0], profile=profile, samples=samples, metrics=metrics, out=out, videos=videos,
+                      horizon=horizon, batch_size=batch_size, seed=seed, device=device, backend=backend,
+                      compile=compile, lpips_backbone=lpips_backbone, i3d=i3d, i3d_sha256=i3d_sha256,
+                      fvd_sample=fvd_sample, fvd_context=fvd_context, as_json=as_json)
+
+
+def _evaluate_command(checkpoint: Path, *, profile: str | None, samples: int | None, metrics: list[str] | None,
+                      out: Path | None, videos: int | None, horizon: int | None, batch_size: int, seed: int,
+                      device: str | None, backend: str | None, compile: bool, lpips_backbone: Path | None,
+                      i3d: Path | None, i3d_sha256: str | None, fvd_sample: str | None, fvd_context: bool | None,
+                      as_json: bool) -> None:
     import torch
 
     from vpkit.core.config import build_config
     from vpkit.core.plugins import get_host
-    from vpkit.engine import evaluator, media, plots
+    from vpkit.engine import evaluator, plots, profiles, report, sheet
     from vpkit.engine.runtime import load_runtime
 
+    chosen = profiles.get_profile(profile or profiles.DEFAULT_PROFILE)
     names, explicit = _metric_names(metrics)
+    samples = samples if samples is not None else (chosen.num_samples or DEFAULT_SAMPLES)
     if samples < 1:
         raise VpkitError("--samples must be at least 1.")
     host = get_host()
+    for name in names:
+        host.metrics.get(name)  # an unknown metric fails before the model is loaded
     runtime = load_runtime(checkpoint, backend=backend, device=device, compile=compile)
     dev = runtime.device
     model, meta = runtime.model, runtime.meta
@@ -101,7 +121,9 @@ def eval_command(
         raise VpkitError(f"Test clips of {data_meta['name']} have {clip_length} frames, no more than the "
                          f"{n_context} context frames; pass --horizon.")
 
-    options = {"device": str(dev), "lpips_backbone": str(lpips_backbone) if lpips_backbone else None}
+    options = {**chosen.options, "device": str(dev),
+               "lpips_backbone": str(lpips_backbone) if lpips_backbone else None,
+               "i3d": str(i3d) if i3d else None, "i3d_sha256": i3d_sha256}
     built, skipped = [], {}
     for name in names:
         try:
@@ -110,53 +132,71 @@ def eval_command(
             if explicit or name != "lpips":
                 raise
             skipped[name] = str(exc)
-            err_console.print(f"[yellow]warning: skipping lpips: {exc}[/]", highlight=False, soft_wrap=True)
+            err_console.print(f"[yellow]warning: skipping lpips: {escape(str(exc))}[/]", highlight=False,
+                              soft_wrap=True)
 
+    dataset_card = {"name": data_meta["name"], "split": "test", "config": data_meta.get("config", {}),
+                    "frame_shape": data_meta.get("frame_shape")}
     result = evaluator.evaluate(
         model, dataset, n_context=n_context, horizon=horizon, num_samples=samples, metrics=built,
         num_videos=videos, batch_size=batch_size, seed=seed, device=dev, progress=True, backend=runtime.runner,
+        fvd_context=chosen.fvd_context if fvd_context is None else fvd_context,
+        fvd_sample=fvd_sample or chosen.fvd_sample,
+        real_stats_key={"dataset": data_meta["name"], "split": "test", "config": data_meta.get("config", {})},
     )
 
     out_dir = out or default_out_dir(checkpoint)
     out_dir.mkdir(parents=True, exist_ok=True)
     train_meta = meta.get("train", {})
-    report = result.to_report(
+    card = result.to_report(
+        profile=chosen.card(),
         checkpoint={"path": str(Path(checkpoint).resolve()), "step": train_meta.get("step"),
                     "model": runtime.model_key, "plugin": meta.get("plugin", {}),
                     "created": meta.get("created"), "backend": runtime.describe(),
                     **({"export": {k: meta["export"][k] for k in ("format", "precision", "source")}}
                        if "export" in meta else {})},
-        dataset={"name": data_meta["name"], "split": "test", "config": data_meta.get("config", {}),
-                 "frame_shape": data_meta.get("frame_shape")},
+        dataset=dataset_card,
         skipped_metrics=skipped,
     )
-    (out_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-    plot_paths = plots.plot_all(result, out_dir)
-    gif = None
-    if result.examples:
-        context, sample_columns, truth = _stack_examples(result.examples, built[0].name)
-        gif = media.save_sample_panels(out_dir / "samples.gif", context, sample_columns, truth)
+    report_path = out_dir / "report.json"
+    report_path.write_text(json.dumps(card, indent=2) + "\n")
+    written = {f"{name} curve": path for name, path in plots.plot_all(card, out_dir).items()}
+    frame_metrics = [m.name for m in built if not m.is_set_level]
+    if result.examples and frame_metrics:
+        png, gif = sheet.save_sample_sheet(result.examples, frame_metrics[0], out_dir / "samples.png",
+                                           out_dir / "samples.gif")
+        written.update({"samples": png, "samples (animated)": gif})
 
+    for warning in result.warnings:
+        err_console.print(f"[yellow]warning: {escape(warning)}[/]", highlight=False, soft_wrap=True)
     if as_json:
-        print_json(report)
+        print_json(card)
         return
-    _print_table(result, runtime.model_key, data_meta["name"])
-    console.print(f"Report: [bold]{out_dir / 'report.json'}[/]  plots: "
-                  + ", ".join(str(p) for p in plot_paths.values()) + (f"  samples: {gif}" if gif else ""))
+    loaded = report.Report.from_dict(card, label=runtime.model_key, path=report_path)
+    for table in report.summary_tables(loaded):
+        console.print(table)
+    console.print(f"Eval card: [bold]{escape(str(report_path))}[/]")
+    for what, path in written.items():
+        console.print(f"  {what}: {escape(str(path))}", highlight=False)
 
 
-def _print_table(result: Any, model_key: str, dataset: str) -> None:
-    from rich.table import Table
+def _compare_command(paths: list[Path], out: Path | None, as_json: bool) -> None:
+    from vpkit.engine import plots, report
 
-    p = result.protocol
-    table = Table(title=f"{model_key} on {dataset}: {p['num_videos']} videos, {p['n_context']} → {p['horizon']} "
-                        f"frames, {p['num_samples_drawn']} samples, mean ± 95% CI")
-    table.add_column("metric")
-    for aggregate in ("best", "mean", "worst"):
-        table.add_column(f"{aggregate} of {p['num_samples_drawn']}", justify="right")
-    for name, rows in result.summary.items():
-        arrow = "↑" if result.metrics[name]["higher_is_better"] else "↓"
-        digits = 2 if name == "psnr" else 4
-        cells = [f"{rows[a]['mean']:.{digits}f} ± {rows[a]['ci95']:.{digits}f}" for a in ("best", "mean", "worst")]
-        table.add_row(f"{name} {arrow}", *cells)
-    console.print(table)
+    if len(paths) < 2:
+        raise VpkitError("--compare needs two or more report.json files.")
+    reports = [report.load_report(path) for path in paths]
+    tables, warnings = report.compare(reports)
+    if as_json:
+        print_json({"reports": [str(p) for p in paths], "warnings": warnings})
+    else:
+        for table in tables:
+            console.print(table)
+    for warning in [w for r in reports for w in r.warnings] + warnings:
+        err_console.print(f"[yellow]warning: {escape(warning)}[/]", highlight=False, soft_wrap=True)
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        labels = report.unique_labels([r.label for r in reports])
+        runs = [(label, r.data) for label, r in zip(labels, reports, strict=True)]
+        for name, path in plots.plot_runs(runs, out).items():
+            console.print(f"  {name} curves: {escape(str(path))}", highlight=False)

@@ -32,6 +32,9 @@ SELECTION_RULE = "best per video per metric"
 # Bytes of predicted frames one `predict` call may return; a batch of videos × samples above this is split along
 # the samples. Model activations scale with the same count, so this also bounds the sampling memory.
 PREDICTION_BUDGET_BYTES = 256 * 2**20
+# On the CPU, rows (videos × samples) per `predict` call: convolution throughput peaks around 64 rows on 2 cores
+# and falls beyond (SVG-LP smmnist: 53 ms per video-sample at 64 rows, 67 at 256, 83 at 1600; benchmarks/eval.py).
+CPU_ROWS_PER_CALL = 64
 # Random (not selected) samples kept per example video for GIFs.
 EXAMPLE_SAMPLES = 3
 AGGREGATES = ("best", "mean", "worst")
@@ -264,7 +267,8 @@ def evaluate(
     `metrics` are names, specs or already built metrics; names and specs are built with `metric_options` (its
     `device` defaults to `device`). Samples come from a CPU `torch.Generator` seeded with `seed`, so a run is
     reproducible for the same seed, batch size and `samples_per_call` (default: as many samples per `predict`
-    call as fit in 256 MiB of predicted frames). Deterministic models (`model.stochastic` false) draw one sample.
+    call as fit in 256 MiB of predicted frames, and on the CPU at most 64 rows of videos × samples).
+    Deterministic models (`model.stochastic` false) draw one sample.
     `backend` runs the model's graphs (an exported runtime's; default: the model's own, eagerly).
 
     Set-level metrics (FVD) score one clip per video, the conditioning frames included when `fvd_context`;
@@ -323,7 +327,10 @@ def evaluate(
                 scoring.begin_batch(context, truth)
             if chunk is None:  # sized on a full batch, so every batch draws its samples the same way
                 future_bytes = truth[0].numel() * 4
-                chunk = min(drawn, samples_per_call or max(1, PREDICTION_BUDGET_BYTES // (future_bytes * batch_size)))
+                fits = max(1, PREDICTION_BUDGET_BYTES // (future_bytes * batch_size))
+                if device.type == "cpu":
+                    fits = min(fits, max(1, CPU_ROWS_PER_CALL // batch_size))
+                chunk = min(drawn, samples_per_call or fits)
             n_keep = max(0, min(keep_examples - start, batch))
             batch_examples = [{"context": context[i].cpu(), "truth": truth[i].cpu(), "samples": [],
                                "best": {}, "best_score": {}, "worst": {}, "worst_score": {}} for i in range(n_keep)]

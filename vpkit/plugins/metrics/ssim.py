@@ -100,7 +100,8 @@ class SSIM:
             raise VpkitError(f"ssim_data_range must be 1 (frames in [0, 1]) or 2 (skimage's float default); got "
                              f"{data_range}.")
         self.window, self.data_range = window, float(data_range)
-        self.settings = {"window": WINDOWS[window][1], "padding": "valid", "k1": K1, "k2": K2,
+        self.settings = {"window": WINDOWS[window][1], "window_size": WINDOWS[window][0],
+                         "sigma": SIGMA if window == "gaussian" else None, "padding": "valid", "k1": K1, "k2": K2,
                          "data_range": self.data_range, "channels": "per channel, then averaged",
                          "clamp": [0.0, 1.0]}
 
