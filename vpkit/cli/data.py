@@ -55,10 +55,15 @@ def list_command(as_json: bool = typer.Option(False, "--json", help="Print JSON:
 
 @app.command("info")
 def info_command(
-    name: str = typer.Argument(..., help="Dataset name, as `vpkit data list` shows it."),
+    name: str = typer.Argument(..., help="Dataset name, as `vpkit data list` shows it, or an .h5 file written by "
+                               "`vpkit data convert`."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
-    """Show a dataset's settings (set them with --set data.KEY=VALUE) and their defaults."""
+    """Show a dataset's settings (set them with --set data.KEY=VALUE) and their defaults, or what an .h5 file
+    holds (videos, lengths, resolution, channels, value range) with warnings for the usual mistakes."""
+    if name.endswith(".h5") or Path(name).is_file():
+        _file_info(Path(name), as_json)
+        return
     spec = get_host().datasets.get(name)
     fields: list[dict[str, Any]] = [
         {"key": key, "default": field.default, "description": field.description or ""}
@@ -96,3 +101,47 @@ def prepare_command(
     what, prepare = PREPARERS[name]
     err_console.print(f"Preparing {name}: {what} -> {root}", highlight=False, soft_wrap=True)
     console.print(prepare(root.expanduser(), force), highlight=False, soft_wrap=True)
+
+
+def _file_info(path: Path, as_json: bool) -> None:
+    from vpkit.engine.h5videos import read_info
+
+    info = read_info(path.expanduser())
+    if as_json:
+        print_json(info)
+        return
+    length = info["length"]
+    console.print(f"[bold]{path}[/] ({info['format']}): {info['videos']} videos, {info['frames']} frames "
+                  f"(length {length['min']}–{length['max']}, mean {length['mean']:.1f}), "
+                  f"{info['width']}x{info['height']}, {info['channels']} channel(s), values "
+                  f"{info['value_range'][0]}..{info['value_range'][1]}"
+                  + (f", {info['fps']:g} fps" if info["fps"] else ""), highlight=False, soft_wrap=True)
+    for warning in info["warnings"]:
+        err_console.print(f"[yellow]warning: {warning}[/]", highlight=False, soft_wrap=True)
+
+
+@app.command("convert")
+def convert_command(
+    source: Path = typer.Argument(..., help="A video file, a .npy array, a folder of frames, or a folder of any of "
+                                  "those (one video each)."),
+    out: Path = typer.Option(..., "--out", "-o", help="The .h5 file to write, e.g. DIR/train.h5."),
+    size: int = typer.Option(None, "--size", help="Resize frames to SIZE x SIZE (shorter side, antialiased, then a "
+                             "centre crop); needed when the videos differ in size."),
+    grey: bool = typer.Option(False, "--grey", help="Store one luma channel (ITU-R 601) instead of RGB."),
+) -> None:
+    """Convert videos into vpkit's HDF5 format (one file per split; read it with --dataset h5). A video that
+    cannot be read is skipped with a warning naming it; nothing is written when none can be read."""
+    from rich.markup import escape
+
+    from vpkit.engine.convert import convert
+
+    if size is not None and size < 1:
+        raise VpkitError("--size must be at least 1.")
+    with console.status("Converting...") as status:
+        path, written, skipped = convert(
+            source, out, size=size, grey=grey,
+            warn=lambda text: err_console.print(f"[yellow]warning: {escape(text)}[/]", highlight=False,
+                                                soft_wrap=True),
+            progress=lambda name: status.update(f"Converting... {name}"))
+    console.print(f"Wrote {path}: {written} videos" + (f" ({skipped} skipped)" if skipped else "")
+                  + f". Check it with `vpkit data info {path}`.", highlight=False, soft_wrap=True)

@@ -32,6 +32,7 @@ LOAD_ENV = "VPKIT_LOAD_PLUGINS"
 
 BUILTIN_PLUGINS: tuple[str, ...] = (
     "vpkit.plugins.datasets.moving_mnist",
+    "vpkit.plugins.datasets.h5",
     "vpkit.plugins.metrics.psnr",
     "vpkit.plugins.metrics.ssim",
     "vpkit.plugins.metrics.lpips",

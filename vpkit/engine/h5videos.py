@@ -59,21 +59,42 @@ class H5VideoWriter:
         self._lengths: list[int] = []
         self._names: list[str] = []
 
+    @property
+    def frame_shape(self) -> tuple[int, int, int]:
+        """(H, W, C) of every frame in the file."""
+        return tuple(self._frames.shape[1:])
+
     def add(self, frames: np.ndarray, name: str = "") -> None:
-        frames = np.asarray(frames)
+        """Append one whole video."""
+        self.add_blocks([frames], name)
+
+    def add_blocks(self, blocks: Iterable[np.ndarray], name: str = "") -> int:
+        """Append one video given as consecutive blocks of frames (memory holds one block); returns its length. If
+        a block is refused or the iterator fails, the video's frames written so far are dropped."""
         expected = self._frames.shape[1:]
-        if frames.dtype != np.uint8:
-            raise VpkitError(f"video {name!r}: frames must be uint8 (0..255), got {frames.dtype}; scale and cast "
-                             "them first.")
-        if frames.ndim != 4 or frames.shape[1:] != expected or len(frames) == 0:
-            raise VpkitError(f"video {name!r}: frames must be [T, {', '.join(map(str, expected))}] with T ≥ 1, got "
-                             f"{list(frames.shape)}.")
         start = self._frames.shape[0]
-        self._frames.resize(start + len(frames), axis=0)
-        self._frames[start:] = frames
+        try:
+            for frames in blocks:
+                frames = np.asarray(frames)
+                if frames.dtype != np.uint8:
+                    raise VpkitError(f"video {name!r}: frames must be uint8 (0..255), got {frames.dtype}; scale and "
+                                     "cast them first.")
+                if frames.ndim != 4 or frames.shape[1:] != expected:
+                    raise VpkitError(f"video {name!r}: frames must be [T, {', '.join(map(str, expected))}], got "
+                                     f"{list(frames.shape)}.")
+                end = self._frames.shape[0]
+                self._frames.resize(end + len(frames), axis=0)
+                self._frames[end:] = frames
+        except BaseException:
+            self._frames.resize(start, axis=0)
+            raise
+        length = self._frames.shape[0] - start
+        if length == 0:
+            raise VpkitError(f"video {name!r} has no frames.")
         self._starts.append(start)
-        self._lengths.append(len(frames))
+        self._lengths.append(length)
         self._names.append(name)
+        return length
 
     def close(self) -> Path:
         """Write the index and give the file its final name."""
