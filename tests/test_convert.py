@@ -103,3 +103,15 @@ def test_cli_convert_info_and_the_h5_dataset(sources, tmp_path):
     assert len(train) == 4 and train[0].shape == (10, 1, 32, 32) and test[3].shape == (12, 1, 32, 32)
     with pytest.raises(VpkitError, match="needs its folder"):
         spec.build(build_config(spec.config_cls, {}), "train")
+
+
+def test_data_list_names_source_size_and_licence_of_every_dataset():
+    import json
+
+    result = CliRunner().invoke(app, ["list", "--json"])
+    assert result.exit_code == 0, result.output
+    rows = {row["name"]: row for row in json.loads(result.output)}
+    assert {"smmnist", "mmnist", "h5"} <= set(rows)
+    for name in ("smmnist", "mmnist", "h5"):
+        assert rows[name]["source"] and rows[name]["size"] and rows[name]["licence"], name
+    assert "CC BY-SA 3.0" in rows["smmnist"]["licence"]

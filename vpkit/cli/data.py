@@ -36,19 +36,22 @@ PREPARERS: dict[str, tuple[str, Callable[[Path, bool], str]]] = {
 
 
 @app.command("list")
-def list_command(as_json: bool = typer.Option(False, "--json", help="Print JSON: name, plugin, splits, description.")
+def list_command(as_json: bool = typer.Option(False, "--json", help="Print JSON: name, plugin, splits, description, "
+                                              "source, size, licence.")
                  ) -> None:
     """List every registered dataset (built-in and from plugins)."""
-    rows = [{"name": spec.name, "plugin": spec.plugin, "splits": list(spec.splits), "description": spec.description}
+    rows = [{"name": spec.name, "plugin": spec.plugin, "splits": list(spec.splits), "description": spec.description,
+             "source": spec.source, "size": spec.size, "licence": spec.licence}
             for spec in get_host().datasets]
     if as_json:
         print_json(rows)
         return
     table = Table(title="vpkit datasets")
-    for column in ("name", "plugin", "splits", "description"):
+    for column in ("name", "plugin", "splits", "description", "source", "size", "licence"):
         table.add_column(column, overflow="fold")
     for row in rows:
-        table.add_row(row["name"], row["plugin"], ", ".join(row["splits"]), row["description"])
+        table.add_row(row["name"], row["plugin"], ", ".join(row["splits"]), row["description"],
+                      row["source"] or "—", row["size"] or "—", row["licence"] or "—")
     console.print(table)
     console.print(f"[dim]Downloadable with `vpkit data prepare NAME --root DIR`: {', '.join(PREPARERS)}.[/]")
 

@@ -61,6 +61,9 @@ class DatasetSpec:
     splits: tuple[str, ...] = ("train", "test")
     description: str = ""
     plugin: str = ""
+    source: str = ""  # where the data comes from: a URL, "generated", "your files"
+    size: str = ""  # what it takes on disk once prepared, in words ("none", "~1 GB")
+    licence: str = ""  # its terms of use, in a few words, or where to read them
 
 
 @dataclass(frozen=True)

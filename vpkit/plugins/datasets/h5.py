@@ -44,4 +44,7 @@ def register_datasets(register: Callable[[DatasetSpec], None]) -> None:
         build=build,
         splits=("train", "test"),
         description="your own videos in vpkit's HDF5 format (vpkit data convert SRC --out DIR/train.h5)",
+        source="your files, converted with vpkit data convert",
+        size="about H×W×C bytes per frame (uncompressed uint8)",
+        licence="yours",
     ))

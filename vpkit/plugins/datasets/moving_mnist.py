@@ -496,6 +496,13 @@ def build_moving_mnist(config: MovingMNISTConfig, split: str, *, stochastic: boo
 # ---------------------------------------------------------------------------------------------------------------
 
 
+MNIST_PROVENANCE = {
+    "source": "generated from MNIST digits (5,000 embedded; full set: vpkit data prepare mnist)",
+    "size": "none (embedded digits); 11 MB with the full MNIST",
+    "licence": "MNIST by LeCun, Cortes and Burges, commonly distributed under CC BY-SA 3.0",
+}
+
+
 @vpkit.hookimpl
 def register_datasets(register) -> None:
     register(DatasetSpec(
@@ -505,6 +512,7 @@ def register_datasets(register) -> None:
         splits=SPLITS,
         description="Stochastic Moving MNIST (SRVP): digits draw a new velocity at each bounce; generated on the "
                     "fly; fixed seed-42 test set, 5000 videos x 25 frames.",
+        **MNIST_PROVENANCE,
     ))
     register(DatasetSpec(
         name="mmnist",
@@ -513,4 +521,5 @@ def register_datasets(register) -> None:
         splits=SPLITS,
         description="Deterministic Moving MNIST (SRVP): digits reflect off the borders at constant speed; fixed "
                     "seed-42 test set, 5000 videos x 100 frames.",
+        **MNIST_PROVENANCE,
     ))
