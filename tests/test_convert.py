@@ -115,3 +115,39 @@ def test_data_list_names_source_size_and_licence_of_every_dataset():
     for name in ("smmnist", "mmnist", "h5"):
         assert rows[name]["source"] and rows[name]["size"] and rows[name]["licence"], name
     assert "CC BY-SA 3.0" in rows["smmnist"]["licence"]
+
+
+def write_river_shard(path, videos, broken_index=None):
+    """RIVER's `convert_to_h5.py` layout: group `len` (int64 per video), an empty `videos` group, and per video a
+    group of frame datasets "0".."T-1", uint8 [H, W, 3], lzf."""
+    import h5py
+
+    with h5py.File(path, "w") as file:
+        lengths = file.create_group("len")
+        file.create_group("videos")
+        for i, frames in enumerate(videos):
+            lengths.create_dataset(str(i), data=np.int64(len(frames)))
+            group = file.create_group(str(i))
+            for t, frame in enumerate(frames):
+                if i == broken_index and t == 2:
+                    continue  # a frame missing from the shard
+                group.create_dataset(str(t), data=frame, compression="lzf")
+
+
+def test_rivers_hdf5_layout_converts(tmp_path):
+    split = tmp_path / "river" / "train"
+    split.mkdir(parents=True)
+    content = [moving_shapes(n, 32, 32, seed=n) for n in (9, 12, 7)]
+    write_river_shard(split / "shard_0001.hdf5", content, broken_index=2)
+    warnings = []
+    path, written, skipped = convert.convert(split, tmp_path / "train.h5", warn=warnings.append)
+    assert (written, skipped) == (2, 1) and "video 2" in warnings[0] and "lacks frames 2" in warnings[0]
+    data = h5videos.H5Videos(path, clip_length=9, clips="first")
+    for i in range(2):
+        np.testing.assert_array_equal(data[i].permute(0, 2, 3, 1).numpy(), content[i][:9])
+    # a single shard file works too, and its names say where each video came from
+    _, written, _ = convert.convert(split / "shard_0001.hdf5", tmp_path / "test.h5", warn=lambda text: None)
+    import h5py
+
+    with h5py.File(tmp_path / "test.h5") as file:
+        assert written == 2 and [n.decode() for n in file["names"][:]] == ["shard_0001/0", "shard_0001/1"]
