@@ -28,11 +28,15 @@ def _prepare_mnist(root: Path, force: bool) -> str:
             f"Use it with --set data.digits=mnist --set data.data_root={root}")
 
 
-# What `prepare` knows how to fetch: name -> (what it is, preparer(root, force) -> summary line).
-PREPARERS: dict[str, tuple[str, Callable[[Path, bool], str]]] = {
+# What `prepare` knows besides the datasets' own `prepare`: name -> (what it is, preparer(root, force) -> summary).
+EXTRA_PREPARERS: dict[str, tuple[str, Callable[[Path, bool], str]]] = {
     "mnist": ("the full MNIST digits (60k train, 10k test) for smmnist/mmnist with data.digits=mnist",
               _prepare_mnist),
 }
+
+
+def preparable() -> list[str]:
+    return [*EXTRA_PREPARERS, *(spec.name for spec in get_host().datasets if spec.prepare is not None)]
 
 
 @app.command("list")
@@ -41,19 +45,20 @@ def list_command(as_json: bool = typer.Option(False, "--json", help="Print JSON:
                  ) -> None:
     """List every registered dataset (built-in and from plugins)."""
     rows = [{"name": spec.name, "plugin": spec.plugin, "splits": list(spec.splits), "description": spec.description,
-             "source": spec.source, "size": spec.size, "licence": spec.licence}
+             "source": spec.source, "access": spec.access, "size": spec.size, "licence": spec.licence,
+             "prepare": spec.prepare is not None}
             for spec in get_host().datasets]
     if as_json:
         print_json(rows)
         return
     table = Table(title="vpkit datasets")
-    for column in ("name", "plugin", "splits", "description", "source", "size", "licence"):
+    for column in ("name", "splits", "description", "source", "access", "size", "licence"):
         table.add_column(column, overflow="fold")
     for row in rows:
-        table.add_row(row["name"], row["plugin"], ", ".join(row["splits"]), row["description"],
-                      row["source"] or "—", row["size"] or "—", row["licence"] or "—")
+        table.add_row(row["name"], ", ".join(row["splits"]), row["description"], row["source"] or "—",
+                      row["access"] or "—", row["size"] or "—", row["licence"] or "—")
     console.print(table)
-    console.print(f"[dim]Downloadable with `vpkit data prepare NAME --root DIR`: {', '.join(PREPARERS)}.[/]")
+    console.print(f"[dim]Prepare one with `vpkit data prepare NAME --root DIR`: {', '.join(preparable())}.[/]")
 
 
 @app.command("info")
@@ -88,22 +93,46 @@ def info_command(
 
 @app.command("prepare")
 def prepare_command(
-    name: str = typer.Argument(..., help=f"What to prepare: {', '.join(PREPARERS)}."),
-    root: Path = typer.Option(..., "--root", help="Folder to download into (created if missing)."),
+    name: str = typer.Argument(..., help="What to prepare (see `vpkit data list`), e.g. kth, bair, clevrer, mnist."),
+    root: Path = typer.Option(..., "--root", help="The dataset's folder (created if missing): originals go to "
+                              "ROOT/raw, the converted splits to ROOT/{train,val,test}.h5."),
     force: bool = typer.Option(False, "--force", help="Rebuild the converted files even if they exist."),
+    download: bool = typer.Option(True, "--download/--no-download", help="Download what a public URL serves; "
+                                  "--no-download uses only the files already in ROOT/raw."),
 ) -> None:
-    """Download (resumable, checksummed) and convert a dataset into ROOT.
+    """Download (resumable, checksummed, retried) and convert a dataset into ROOT.
 
-    Offline? Copy the original files into ROOT and run the same command: files already there are checked and used.
+    Datasets behind a licence or registration (Human3.6M, KITTI, Cityscapes, ...) are not downloaded: the command
+    says exactly which files to fetch and where to put them, then converts them when run again. Offline? Copy the
+    original files into ROOT/raw and run the same command: files already there are checked and used.
     """
-    if name not in PREPARERS:
-        hint = did_you_mean(name, PREPARERS)
-        if not hint and name in get_host().datasets:
-            hint = f" '{name}' needs no preparation (its videos are generated or read as they are)."
-        raise VpkitError(f"Nothing to prepare called '{name}'.{hint} Preparable: {', '.join(PREPARERS)}.")
-    what, prepare = PREPARERS[name]
-    err_console.print(f"Preparing {name}: {what} -> {root}", highlight=False, soft_wrap=True)
-    console.print(prepare(root.expanduser(), force), highlight=False, soft_wrap=True)
+    from rich.markup import escape
+
+    from vpkit.engine.prepared import PrepareOptions
+
+    if name in EXTRA_PREPARERS:
+        what, prepare = EXTRA_PREPARERS[name]
+        err_console.print(f"Preparing {name}: {what} -> {root}", highlight=False, soft_wrap=True)
+        console.print(prepare(root.expanduser(), force), highlight=False, soft_wrap=True)
+        return
+    datasets = get_host().datasets
+    if name not in datasets:
+        raise VpkitError(f"Nothing to prepare called '{name}'.{did_you_mean(name, preparable())} "
+                         f"Preparable: {', '.join(preparable())}.")
+    spec = datasets.get(name)
+    if spec.prepare is None:
+        raise VpkitError(f"'{name}' needs no preparation (its videos are generated, or read as they are). "
+                         f"Preparable: {', '.join(preparable())}.")
+    err_console.print(f"Preparing {name} ({spec.source or spec.description}) -> {root}", highlight=False,
+                      soft_wrap=True)
+    with console.status(f"Preparing {name}...") as status:
+        options = PrepareOptions(
+            force=force, download=download,
+            warn=lambda text: err_console.print(f"[yellow]warning: {escape(text)}[/]", highlight=False,
+                                                soft_wrap=True),
+            status=lambda text: status.update(escape(text)))
+        line = spec.prepare(root.expanduser(), options)
+    console.print(line, highlight=False, soft_wrap=True)
 
 
 def _file_info(path: Path, as_json: bool) -> None:

@@ -52,7 +52,7 @@ def resolve_model(host: Host, plugin: str | None, model: str | None) -> ModelSpe
 
 def plan_run(
     host: Host, spec: ModelSpec, *, preset: str | None, dataset: str | None, config_file: Path | None,
-    overrides: list[str], train_args: dict[str, Any],
+    overrides: list[str], train_args: dict[str, Any], data_args: dict[str, Any] | None = None,
 ) -> RunPlan:
     """Layer defaults < preset < YAML < --set < explicit CLI options for the model, data and train configs."""
     preset_name = preset or spec.default_preset
@@ -73,8 +73,10 @@ def plan_run(
     same_data = dataset_name == recipe.dataset
     model_cfg = build_config(spec.config_cls, recipe.model, file_cfg.get("model"), set_cfg.get("model"),
                              what=f"{spec.name} config")
+    if data_args and "data_root" in data_args and "data_root" not in dspec.config_cls.model_fields:
+        raise VpkitError(f"--data-root: the dataset '{dataset_name}' reads no folder (its videos are generated).")
     data_cfg = build_config(dspec.config_cls, recipe.data if same_data else {}, file_cfg.get("data"),
-                            set_cfg.get("data"), what=f"dataset '{dataset_name}' config")
+                            set_cfg.get("data"), data_args, what=f"dataset '{dataset_name}' config")
     explicit = {k: v for k, v in train_args.items() if v is not None}
     train_cfg = build_config(TrainConfig, recipe.train, file_cfg.get("train"), set_cfg.get("train"), explicit,
                              what="train config")
@@ -108,6 +110,8 @@ def train_command(
     device: str = typer.Option(None, "--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)."),
     metrics: str = typer.Option("psnr,ssim", "--metrics", help="Comma-separated validation metrics."),
     lpips_backbone: Path = typer.Option(None, "--lpips-backbone", help="AlexNet weights file for LPIPS offline."),
+    data_root: Path = typer.Option(None, "--data-root", help="The dataset's folder, as written by `vpkit data "
+                                   "prepare NAME --root DIR` (data.data_root)."),
 ) -> None:
     """Train a model. `vpkit train --plugin svg` trains SVG-LP on the embedded Stochastic Moving MNIST."""
     from vpkit.core.checkpoint import plugin_section, read_checkpoint
@@ -116,6 +120,7 @@ def train_command(
 
     host = get_host()
     train_args = {"steps": steps, "batch_size": batch_size, "precision": precision, "seed": seed}
+    data_args = {"data_root": str(data_root.expanduser())} if data_root is not None else None
     if resume is not None:
         ckpt = read_checkpoint(resume)
         spec = host.models.get(ckpt.model_key)
@@ -125,7 +130,7 @@ def train_command(
         plan = RunPlan(
             spec, ckpt.meta.get("train", {}).get("preset", "?"),
             build_config(spec.config_cls, ckpt.meta["model"]["config"], what="saved model config"),
-            dspec, build_config(dspec.config_cls, data_meta.get("config", {}), what="saved data config"),
+            dspec, build_config(dspec.config_cls, data_meta.get("config", {}), data_args, what="saved data config"),
             build_config(TrainConfig, saved_train, parse_overrides(overrides).get("train"),
                          {k: v for k, v in train_args.items() if v is not None}, what="train config"),
         )
@@ -133,7 +138,7 @@ def train_command(
     else:
         spec = resolve_model(host, plugin, model)
         plan = plan_run(host, spec, preset=preset, dataset=dataset, config_file=config, overrides=overrides,
-                        train_args=train_args)
+                        train_args=train_args, data_args=data_args)
         out_dir = out or _fresh_out_dir(Path("runs") / f"{spec.name}-{plan.preset}")
     metric_names = [m.strip() for m in metrics.split(",") if m.strip()]
     for name in metric_names:  # fail on a typo before any data or model is built

@@ -13,6 +13,7 @@ if TYPE_CHECKING:
 
     from vpkit.core.config import BaseConfig
     from vpkit.core.model import Backend, ExportPlan, VideoPredictor
+    from vpkit.engine.prepared import PrepareOptions
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,11 @@ class ModelSpec:
 class DatasetSpec:
     """A video dataset. `build(config, split)` returns a map-style dataset whose items are uint8 `[T, C, H, W]`
     tensors and which has a `frame_shape` attribute `(C, H, W)`. It may implement `__getitems__(indices)` to
-    produce a whole batch at once (vectorised generators do)."""
+    produce a whole batch at once (vectorised generators do).
+
+    `prepare(root, options)`, when given, makes the dataset's split files in `root` (downloading what a public URL
+    serves, else naming exactly what to fetch and where to put it) and returns a one-line summary; `access` says in
+    a word how the original files are obtained: "download", "registration", "by hand" or "generated"."""
 
     name: str
     config_cls: type[BaseConfig]
@@ -64,6 +69,8 @@ class DatasetSpec:
     source: str = ""  # where the data comes from: a URL, "generated", "your files"
     size: str = ""  # what it takes on disk once prepared, in words ("none", "~1 GB")
     licence: str = ""  # its terms of use, in a few words, or where to read them
+    prepare: Callable[[Path, PrepareOptions], str] | None = None
+    access: str = ""
 
 
 @dataclass(frozen=True)

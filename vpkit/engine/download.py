@@ -4,6 +4,10 @@
 kept; otherwise each mirror is tried in turn, the transfer goes to `NAME.part`, resumes with an HTTP Range request
 after an interruption, is retried with exponential backoff, is checksummed, and only then renamed to NAME. When every
 mirror fails, the error lists each failure and says which files to put where to work offline (`offline_hint`).
+
+Many datasets publish no checksum (KTH, BAIR, CLEVRER). For those `RemoteFile.checksum` is empty: the file must pass
+its `verify` check (a zip's CRCs, a tar's headers), and its SHA-256 is then pinned in `NAME.sha256` next to it, so a
+later run (or a copy brought in by hand, checked the same way the first time) is verified against that pin.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import socket
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,10 +31,17 @@ _USER_AGENT = "vpkit (https://pypi.org/project/vpkit)"
 
 @dataclass(frozen=True)
 class RemoteFile:
-    """A file to fetch: its name on every mirror and its checksum, `"md5:<hex>"` or `"sha256:<hex>"`."""
+    """A file to fetch: its name on every mirror and its checksum, `"md5:<hex>"` or `"sha256:<hex>"`, or `""` when
+    none is published; then `verify(path)` (raising `VpkitError` when the file is damaged) checks it instead and
+    its SHA-256 is pinned on first use. `size` (bytes), when known, is shown in messages."""
 
     name: str
-    checksum: str
+    checksum: str = ""
+    verify: Callable[[Path], None] | None = None
+    size: int | None = None
+
+
+PIN_SUFFIX = ".sha256"
 
 
 class _Interrupted(Exception):
@@ -51,9 +62,14 @@ def fetch_file(
     """Put `remote` at `root/remote.name`, checksummed; keeps an existing good copy. Returns the final path."""
     final = root / remote.name
     if final.is_file():
-        if _checksum_ok(final, remote.checksum):
-            return final
-        raise VpkitError(f"{final} does not match its checksum ({remote.checksum}); delete it and run again.")
+        checksum = remote.checksum or _pinned(final)
+        if checksum:
+            if _checksum_ok(final, checksum):
+                return final
+            raise VpkitError(f"{final} does not match its checksum ({checksum}); delete it and run again.")
+        _verify(remote, final)  # brought in by hand: check it once, then pin it
+        return final
+    root.mkdir(parents=True, exist_ok=True)
     part = root / (remote.name + ".part")
     failures: list[str] = []
     for mirror in mirrors:
@@ -64,10 +80,17 @@ def fetch_file(
         except (OSError, http.client.HTTPException, _Interrupted) as exc:
             failures.append(f"{url}: {_reason(exc)}")
             continue
-        if not _checksum_ok(part, remote.checksum):
+        if remote.checksum and not _checksum_ok(part, remote.checksum):
             part.unlink(missing_ok=True)
             failures.append(f"{url}: wrong checksum ({remote.checksum} expected), file rejected")
             continue
+        if not remote.checksum:
+            try:
+                _verify(remote, part, pin_as=final)
+            except VpkitError as exc:
+                part.unlink(missing_ok=True)
+                failures.append(f"{url}: {exc}, file rejected")
+                continue
         os.replace(part, final)
         return final
     raise VpkitError(f"Could not download {remote.name} ({'; '.join(failures)}). Check the network"
@@ -180,6 +203,23 @@ def _notice(message: str) -> None:
     from rich.console import Console
 
     Console(stderr=True).print(f"[yellow]{message}[/]", highlight=False)
+
+
+def _pinned(final: Path) -> str:
+    pin = final.with_name(final.name + PIN_SUFFIX)
+    return f"sha256:{pin.read_text().split()[0]}" if pin.is_file() and pin.read_text().strip() else ""
+
+
+def _verify(remote: RemoteFile, path: Path, *, pin_as: Path | None = None) -> None:
+    """Check a file that has no published checksum with `remote.verify`, then pin its SHA-256 next to it."""
+    if remote.verify is not None:
+        remote.verify(path)
+    final = pin_as or path
+    digest = hashlib.sha256()
+    with open(path, "rb") as source:
+        for block in iter(lambda: source.read(1 << 20), b""):
+            digest.update(block)
+    final.with_name(final.name + PIN_SUFFIX).write_text(f"{digest.hexdigest()}  {final.name}\n")
 
 
 def _checksum_ok(path: Path, checksum: str) -> bool:

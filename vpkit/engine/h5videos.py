@@ -16,7 +16,7 @@ process that reads it (so DataLoader workers each have their own handle) and nev
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -177,11 +177,12 @@ class H5Videos(torch.utils.data.Dataset):
     - `clips="first"`: item i is video i from its first frame (a fixed test protocol);
     - `clips="all"`: every start of every video, in order.
 
-    Videos shorter than a clip are left out (`skipped` counts them). The file opens on the first read in each process.
+    `videos` keeps only those videos (indices into the file, e.g. a train/validation split). Videos shorter than a
+    clip are left out (`skipped` counts them). The file opens on the first read in each process.
     """
 
     def __init__(self, path: Path | str, clip_length: int, *, step: int = 1, clips: str = "random",
-                 seed: int | None = None) -> None:
+                 seed: int | None = None, videos: Sequence[int] | None = None) -> None:
         if clip_length < 1 or step < 1:
             raise VpkitError("clip_length and step must be at least 1.")
         if clips not in CLIP_MODES:
@@ -194,6 +195,13 @@ class H5Videos(torch.utils.data.Dataset):
             lengths = file["lengths"][:]
             self.frame_shape = (int(file.attrs["channels"]), int(file.attrs["height"]), int(file.attrs["width"]))
             self.fps = float(file.attrs["fps"]) if "fps" in file.attrs else None
+        if videos is not None:
+            chosen = np.asarray(videos, dtype=np.int64)
+            if chosen.size and (chosen.min() < 0 or chosen.max() >= len(starts)):
+                raise VpkitError(f"{self.path} holds {len(starts)} videos; video {int(chosen.max())} was asked for.")
+            starts, lengths = starts[chosen], lengths[chosen]
+            if not len(starts):
+                raise VpkitError(f"No video of {self.path} was selected: the split is empty.")
         keep = lengths >= self.span
         self.skipped = int((~keep).sum())
         self._starts, self._lengths = starts[keep], lengths[keep]
