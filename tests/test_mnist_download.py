@@ -8,8 +8,6 @@ import hashlib
 import json
 import socket
 import struct
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +18,7 @@ from vpkit.cli import data as data_cli
 from vpkit.core.errors import VpkitError
 from vpkit.plugins.datasets import mnist
 from vpkit.plugins.datasets.mnist import RemoteFile, load_mnist, prepare_mnist, read_idx
+from vpkit.testing.http import MirrorServer
 
 NAMES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz",
          "t10k-labels-idx1-ubyte.gz")
@@ -42,65 +41,10 @@ def fake_mnist():
     return arrays, blobs, files
 
 
-class MirrorServer:
-    """A local HTTP server: /good/ serves the files (with Range), /bad/ serves corrupt copies, /flaky/ cuts the
-    first response of each file halfway, /norange/ ignores Range headers; every request is logged."""
-
-    def __init__(self, blobs: dict[str, bytes]) -> None:
-        self.blobs = blobs
-        self.log: list[tuple[str, str | None]] = []
-        self.cut: set[str] = set()
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args) -> None:
-                pass
-
-            def do_GET(self) -> None:
-                server.log.append((self.path, self.headers.get("Range")))
-                mirror, _, name = self.path.strip("/").partition("/")
-                if name not in server.blobs or mirror not in ("good", "bad", "flaky", "norange"):
-                    self.send_error(404)
-                    return
-                body = server.blobs[name]
-                if mirror == "bad":
-                    body = body[:-8] + b"corrupt!"
-                start = 0
-                ranged = self.headers.get("Range")
-                if ranged and mirror != "norange":
-                    start = int(ranged.removeprefix("bytes=").rstrip("-"))
-                    if start >= len(body):
-                        self.send_error(416)
-                        return
-                    self.send_response(206)
-                    self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
-                else:
-                    self.send_response(200)
-                self.send_header("Content-Length", str(len(body) - start))
-                self.end_headers()
-                if mirror == "flaky" and self.path not in server.cut:
-                    server.cut.add(self.path)
-                    self.wfile.write(body[start:start + (len(body) - start) // 2])
-                    self.wfile.flush()
-                    self.close_connection = True
-                    return
-                self.wfile.write(body[start:])
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-
-    def mirror(self, name: str) -> str:
-        return f"{self.url}/{name}/"
-
-
 @pytest.fixture
 def server(fake_mnist):
-    srv = MirrorServer(fake_mnist[1])
-    srv.thread.start()
-    yield srv
-    srv.httpd.shutdown()
-    srv.httpd.server_close()
+    with MirrorServer(fake_mnist[1]) as srv:
+        yield srv
 
 
 def fetch(root: Path, files, mirrors, **kwargs) -> Path:
