@@ -151,3 +151,45 @@ def test_rivers_hdf5_layout_converts(tmp_path):
 
     with h5py.File(tmp_path / "test.h5") as file:
         assert written == 2 and [n.decode() for n in file["names"][:]] == ["shard_0001/0", "shard_0001/1"]
+
+
+def test_a_frame_folder_tree_by_split_converts_in_one_go(tmp_path):
+    """DDLP's and RIVER's frame-folder layout, `train|valid|test/<seq>/<frame>.png`, into OUT/{train,val,test}.h5."""
+    source = tmp_path / "frames"
+    content = {}
+    for s, split in enumerate(("train", "valid", "test")):
+        for v in range(2 + s):
+            frames = moving_shapes(6 + v, 16, 16, seed=10 * s + v)
+            folder = source / split / f"{v:05d}"
+            folder.mkdir(parents=True)
+            for t, frame in enumerate(frames):
+                Image.fromarray(frame).save(folder / f"{t:05d}.png")
+            content[(split, v)] = frames
+    result = CliRunner().invoke(app, ["convert", str(source), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    assert "train.h5: 2 videos" in result.output and "val.h5: 3 videos" in result.output
+    assert "--dataset h5 --data-root" in result.output
+    spec = get_host().datasets.get("h5")
+    config = build_config(spec.config_cls, {"data_root": str(tmp_path / "out"), "seq_len": 6})
+    val = spec.build(config, "val")
+    assert len(val) == 3
+    np.testing.assert_array_equal(val[2].permute(0, 2, 3, 1).numpy(), content[("valid", 2)][:6])
+
+
+def test_rivers_split_folders_convert_and_val_falls_back_to_test_with_a_warning(tmp_path):
+    river = tmp_path / "river"
+    for split, n in (("train", 3), ("test", 2)):
+        (river / split).mkdir(parents=True)
+        write_river_shard(river / split / "shard_0001.hdf5", [moving_shapes(8, 16, 16, seed=i) for i in range(n)])
+    results = convert.convert_splits(river, tmp_path / "out", warn=lambda text: None)
+    assert {split: written for split, (_, written, _) in results.items()} == {"train": 3, "test": 2}
+    spec = get_host().datasets.get("h5")
+    config = build_config(spec.config_cls, {"data_root": str(tmp_path / "out"), "seq_len": 8})
+    with pytest.warns(UserWarning, match="no val.h5"):
+        assert len(spec.build(config, "val")) == 2
+
+
+def test_convert_to_a_folder_needs_split_folders(sources, tmp_path):
+    root, _ = sources
+    result = CliRunner().invoke(app, ["convert", str(root), "--out", str(tmp_path / "out")])
+    assert result.exit_code != 0 and "must name an .h5 file" in str(result.exception or result.output)

@@ -154,9 +154,11 @@ def _file_info(path: Path, as_json: bool) -> None:
 
 @app.command("convert")
 def convert_command(
-    source: Path = typer.Argument(..., help="A video file, a .npy array, a folder of frames, or a folder of any of "
-                                  "those (one video each)."),
-    out: Path = typer.Option(..., "--out", "-o", help="The .h5 file to write, e.g. DIR/train.h5."),
+    source: Path = typer.Argument(..., help="A video file, a .npy array, a folder of frames, a folder of any of "
+                                  "those (one video each), RIVER's HDF5 shards, or a folder holding train/, val/ "
+                                  "(or valid/) and test/ folders of those."),
+    out: Path = typer.Option(..., "--out", "-o", help="The .h5 file to write, e.g. DIR/train.h5; for a source "
+                             "laid out by split, the folder to write train.h5, val.h5 and test.h5 into."),
     size: int = typer.Option(None, "--size", help="Resize frames to SIZE x SIZE (shorter side, antialiased, then a "
                              "centre crop); needed when the videos differ in size."),
     grey: bool = typer.Option(False, "--grey", help="Store one luma channel (ITU-R 601) instead of RGB."),
@@ -165,15 +167,23 @@ def convert_command(
     cannot be read is skipped with a warning naming it; nothing is written when none can be read."""
     from rich.markup import escape
 
-    from vpkit.engine.convert import convert
+    from vpkit.engine.convert import convert, convert_splits, split_folders
 
     if size is not None and size < 1:
         raise VpkitError("--size must be at least 1.")
+    by_split = out.suffix != ".h5" and bool(split_folders(source.expanduser()))
+    if out.suffix != ".h5" and not by_split:
+        raise VpkitError(f"--out {out} must name an .h5 file (e.g. DIR/train.h5), or SOURCE must hold train/, val/ "
+                         "or test/ folders to convert into the folder --out.")
     with console.status("Converting...") as status:
-        path, written, skipped = convert(
-            source, out, size=size, grey=grey,
-            warn=lambda text: err_console.print(f"[yellow]warning: {escape(text)}[/]", highlight=False,
-                                                soft_wrap=True),
-            progress=lambda name: status.update(f"Converting... {name}"))
-    console.print(f"Wrote {path}: {written} videos" + (f" ({skipped} skipped)" if skipped else "")
-                  + f". Check it with `vpkit data info {path}`.", highlight=False, soft_wrap=True)
+        kwargs = {"size": size, "grey": grey,
+                  "warn": lambda text: err_console.print(f"[yellow]warning: {escape(text)}[/]", highlight=False,
+                                                         soft_wrap=True),
+                  "progress": lambda name: status.update(f"Converting... {escape(name)}")}
+        results = convert_splits(source, out, **kwargs) if by_split else {"": convert(source, out, **kwargs)}
+    for path, written, skipped in results.values():
+        console.print(f"Wrote {path}: {written} videos" + (f" ({skipped} skipped)" if skipped else "")
+                      + f". Check it with `vpkit data info {path}`.", highlight=False, soft_wrap=True)
+    if by_split:
+        console.print(f"Train on it with `vpkit train --dataset h5 --data-root {out}`.", highlight=False,
+                      soft_wrap=True)

@@ -7,6 +7,10 @@ one uint8 `[H, W, 3]` dataset per frame; `dataset/convert_to_h5.py` in Araachie/
 `open_source` plugins in blocks (memory holds one block), optionally resized (shorter side, antialiased, centre crop)
 and turned grey. A video that cannot be read is skipped with a warning naming it — one bad file should not cost the
 whole split — and the conversion fails only when no video could be read.
+
+A folder laid out by split (`train|val|valid|test/<video>/...`, the frame-folder layout RIVER's and DDLP's scripts
+read, or RIVER's `OUT/<split>/shard_0001.hdf5`) converts in one go with `convert_splits` into `OUT/<split>.h5`
+(`valid` is written as `val.h5`).
 """
 
 from __future__ import annotations
@@ -145,3 +149,30 @@ def convert(source: Path | str, out: Path | str, *, size: int | None = None, gre
 def _chain(first: np.ndarray, rest: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
     yield first
     yield from rest
+
+
+SPLIT_FOLDERS = {"train": "train", "val": "val", "valid": "val", "test": "test"}
+
+
+def split_folders(source: Path) -> dict[str, Path]:
+    """vpkit split name -> folder, for the split folders of `source` ({} when it is not laid out by split)."""
+    if not source.is_dir():
+        return {}
+    found = {}
+    for folder in sorted(p for p in source.iterdir() if p.is_dir() and p.name in SPLIT_FOLDERS):
+        split = SPLIT_FOLDERS[folder.name]
+        if split in found:
+            raise VpkitError(f"{source} has both {found[split].name}/ and {folder.name}/: keep one.")
+        found[split] = folder
+    return found
+
+
+def convert_splits(source: Path | str, out_dir: Path | str, **kwargs) -> dict[str, tuple[Path, int, int]]:
+    """Convert every split folder of `source` into `out_dir/<split>.h5`; returns split -> (path, written, skipped).
+    A split that fails leaves the splits converted before it in place and no file of its own."""
+    source, out_dir = Path(source).expanduser(), Path(out_dir).expanduser()
+    folders = split_folders(source)
+    if not folders:
+        raise VpkitError(f"{source} has no train/, val/ (or valid/) or test/ folder; convert a single split with "
+                         "--out FILE.h5.")
+    return {split: convert(folder, out_dir / f"{split}.h5", **kwargs) for split, folder in folders.items()}
