@@ -149,3 +149,19 @@ def test_info_counts_and_catches_unscaled_or_grey_data(tmp_path):
     grey = np.repeat(moving_shapes(6, 16, 16, seed=2)[..., :1], 3, axis=-1)
     info = h5videos.read_info(h5videos.write_videos(tmp_path / "grey.h5", [("g", grey)]))
     assert any("channels are equal" in w for w in info["warnings"])
+
+
+def test_info_on_a_prepared_folder_lists_every_split(tmp_path):
+    from typer.testing import CliRunner
+
+    from vpkit.cli.data import app
+
+    h5videos.write_videos(tmp_path / "train.h5", videos(lengths=(10, 20)))
+    h5videos.write_videos(tmp_path / "test.h5", videos(lengths=(12,)))
+    result = CliRunner().invoke(app, ["info", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "train 2 videos, test 1 videos" in result.output
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = CliRunner().invoke(app, ["info", str(empty)])
+    assert result.exit_code != 0 and "holds no .h5 split file" in str(result.exception)

@@ -63,14 +63,18 @@ def list_command(as_json: bool = typer.Option(False, "--json", help="Print JSON:
 
 @app.command("info")
 def info_command(
-    name: str = typer.Argument(..., help="Dataset name, as `vpkit data list` shows it, or an .h5 file written by "
-                               "`vpkit data convert`."),
+    name: str = typer.Argument(..., help="Dataset name, as `vpkit data list` shows it, an .h5 file written by "
+                               "`vpkit data convert`, or a prepared dataset's folder (its train/val/test.h5)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
-    """Show a dataset's settings (set them with --set data.KEY=VALUE) and their defaults, or what an .h5 file
-    holds (videos, lengths, resolution, channels, value range) with warnings for the usual mistakes."""
+    """Show a dataset's settings (set them with --set data.KEY=VALUE) and their defaults, or what an .h5 file or a
+    prepared folder holds (videos per split, lengths, resolution, channels, value range) with warnings for the usual
+    mistakes (values in [0, 1] cast to uint8, grey stored as RGB)."""
     if name.endswith(".h5") or Path(name).is_file():
         _file_info(Path(name), as_json)
+        return
+    if Path(name).is_dir():
+        _root_info(Path(name), as_json)
         return
     spec = get_host().datasets.get(name)
     fields: list[dict[str, Any]] = [
@@ -135,6 +139,25 @@ def prepare_command(
     console.print(line, highlight=False, soft_wrap=True)
 
 
+def _root_info(root: Path, as_json: bool) -> None:
+    from vpkit.engine.h5videos import read_info
+
+    files = [root / f"{split}.h5" for split in ("train", "val", "test") if (root / f"{split}.h5").is_file()]
+    files += sorted(p for p in root.glob("*.h5") if p not in files)
+    if not files:
+        raise VpkitError(f"{root} holds no .h5 split file: prepare it with `vpkit data prepare NAME --root {root}` "
+                         "or convert videos into it with `vpkit data convert`.")
+    infos = {path.stem: read_info(path) for path in files}
+    if as_json:
+        print_json(infos)
+        return
+    console.print(f"[bold]{root}[/]: " + ", ".join(f"{split} {info['videos']} videos"
+                                                   for split, info in infos.items()), highlight=False,
+                  soft_wrap=True)
+    for path in files:
+        _print_info(path, infos[path.stem])
+
+
 def _file_info(path: Path, as_json: bool) -> None:
     from vpkit.engine.h5videos import read_info
 
@@ -142,6 +165,10 @@ def _file_info(path: Path, as_json: bool) -> None:
     if as_json:
         print_json(info)
         return
+    _print_info(path, info)
+
+
+def _print_info(path: Path, info: dict[str, Any]) -> None:
     length = info["length"]
     console.print(f"[bold]{path}[/] ({info['format']}): {info['videos']} videos, {info['frames']} frames "
                   f"(length {length['min']}–{length['max']}, mean {length['mean']:.1f}), "
