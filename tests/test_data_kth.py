@@ -165,3 +165,18 @@ def test_a_corrupt_training_video_is_skipped_with_a_warning(tmp_path, zips):
     names, _ = read_split(tmp_path / "train.h5")
     assert "person02_boxing_d1" not in names and len(names) == 7
     assert any("person02_boxing_d1_uncomp.avi" in w for w in warnings)
+
+
+def test_size_128_for_svgs_kth128_preset(tmp_path, zips):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    (raw / "walking.zip").write_bytes(zips["walking.zip"])
+    with zipfile.ZipFile(raw / "walking.zip") as archive:
+        archive.extractall(raw / "walking")
+    avi = raw / "walking" / avi_name(1, "walking", 1)
+    frames = kth.decode(avi, 128)
+    assert frames.shape[1:] == (128, 128, 1)
+    proc = subprocess.run([sys.executable, "-m", "vpkit", "data", "prepare", "kth", "--root", str(tmp_path),
+                           "--size", "4"], capture_output=True, text=True,
+                          env={**os.environ, "VPKIT_LOAD_PLUGINS": "svg"}, timeout=120)
+    assert proc.returncode != 0 and "--size must be at least 8" in proc.stderr

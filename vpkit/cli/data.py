@@ -103,6 +103,8 @@ def prepare_command(
     force: bool = typer.Option(False, "--force", help="Rebuild the converted files even if they exist."),
     download: bool = typer.Option(True, "--download/--no-download", help="Download what a public URL serves; "
                                   "--no-download uses only the files already in ROOT/raw."),
+    size: int = typer.Option(None, "--size", help="Frame size, for datasets the papers use at several sizes "
+                             "(kth: 64, the default, or 128)."),
 ) -> None:
     """Download (resumable, checksummed, retried) and convert a dataset into ROOT.
 
@@ -124,6 +126,8 @@ def prepare_command(
         raise VpkitError(f"Nothing to prepare called '{name}'.{did_you_mean(name, preparable())} "
                          f"Preparable: {', '.join(preparable())}.")
     spec = datasets.get(name)
+    if size is not None and size < 8:
+        raise VpkitError("--size must be at least 8.")
     if spec.prepare is None:
         raise VpkitError(f"'{name}' needs no preparation (its videos are generated, or read as they are). "
                          f"Preparable: {', '.join(preparable())}.")
@@ -131,7 +135,7 @@ def prepare_command(
                       soft_wrap=True)
     with console.status(f"Preparing {name}...") as status:
         options = PrepareOptions(
-            force=force, download=download,
+            force=force, download=download, size=size,
             warn=lambda text: err_console.print(f"[yellow]warning: {escape(text)}[/]", highlight=False,
                                                 soft_wrap=True),
             status=lambda text: status.update(escape(text)))

@@ -44,6 +44,7 @@ class PrepareOptions:
     force: bool = False  # rebuild the split files even when they exist
     download: bool = True  # False: use only what is already in ROOT/raw
     progress: bool = True  # download progress bars
+    size: int | None = None  # frame size for datasets prepared at several (KTH: 64 or 128); None: the paper's
     warn: Callable[[str], None] = print
     status: Callable[[str], None] = field(default=lambda text: None)
 

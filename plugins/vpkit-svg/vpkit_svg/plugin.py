@@ -35,7 +35,7 @@ KTH64 = Preset(
 KTH128 = Preset(
     model={"architecture": "vgg128", **KTH}, dataset="kth", data={}, train=OFFICIAL_TRAIN, frame_shape=(1, 128, 128),
     description="KTH actions, 128x128 as in the paper (the README's KTH settings on the vgg128 networks); "
-    "needs the kth dataset prepared at 128x128",
+    "needs kth prepared at 128x128 (vpkit data prepare kth --root DIR --size 128)",
 )
 TINY = Preset(
     model={"architecture": "dcgan64", "g_dim": 16, "z_dim": 4, "rnn_size": 16, "n_context": 2, "n_future": 2},

@@ -6,7 +6,7 @@ DIR` downloads them into `DIR/raw` (no checksum is published: each zip's CRCs ar
 uses the zips or the AVI files already there (`DIR/raw/*.zip`, `DIR/raw/**/*.avi`).
 
 Conversion, as SRVP's `preprocessing/kth/convert.py` (itself SVG's `convert_kth.lua`): every AVI goes through ffmpeg
-(the binary imageio-ffmpeg ships) with `-r 25 -s 64x64` — the same scaler (swscale bicubic, aspect ratio squashed)
+(the binary imageio-ffmpeg ships) with `-r 25 -s 64x64` (`--size 128` for SVG's 128x128 KTH) — the same scaler (swscale bicubic, aspect ratio squashed)
 and frame-rate conversion — to RGB, of which the first channel is kept (`data/kth.py` reads `[:, :, 0]`). Whole
 videos are kept; KTH's segment annotations are ignored.
 
@@ -157,6 +157,7 @@ def prepare(root: Path, options: PrepareOptions, *, mirrors: tuple[str, ...] = M
     """Download (unless in ROOT/raw), decode with ffmpeg and write ROOT/train.h5 and ROOT/test.h5."""
     if splits_ready(root, ("train", "test")) and not options.force:
         return summary(NAME, root, _counts(root))
+    size = options.size or IMAGE_SIZE
     videos = _gather(root, options, mirrors)
     if not videos:
         raise need_files(NAME, root, [f"{c}.zip" for c in CLASSES], f"Fetch them from {MIRRORS[0]}.")
@@ -168,7 +169,7 @@ def prepare(root: Path, options: PrepareOptions, *, mirrors: tuple[str, ...] = M
             if name not in videos:
                 raise VpkitError(f"the KTH test draw needs {name}, which is not in {root / RAW}")
             try:
-                decoded[name] = decode(videos[name])
+                decoded[name] = decode(videos[name], size)
             except VpkitError as exc:
                 broken[name] = str(exc)
                 raise VpkitError(f"the KTH test draw needs {name}, which cannot be read: {exc}") from None
@@ -179,7 +180,7 @@ def prepare(root: Path, options: PrepareOptions, *, mirrors: tuple[str, ...] = M
             for name in sorted(n for n in videos if n.split("_")[1] == action and int(n[6:8]) < TEST_PERSONS[0]):
                 options.status(f"kth train: {name}")
                 try:
-                    yield name, decode(videos[name])
+                    yield name, decode(videos[name], size)
                 except VpkitError as exc:
                     options.warn(f"skipped {videos[name]}: {exc}")
 
@@ -233,7 +234,7 @@ def register_datasets(register: Callable[[DatasetSpec], None]) -> None:
         description="KTH human actions, 64x64 grey, 25 fps (SVG/SRVP): persons 1-20 train (95/5 val), SRVP's "
                     "1000 test clips of 40 frames from persons 21-25",
         source=MIRRORS[0],
-        size="1.1 GB of zips; 0.4 GB converted",
+        size="1.1 GB of zips; about 1.2 GB converted at 64x64 (4.6 GB at 128x128)",
         licence="free for research; cite Schuldt, Laptev and Caputo, ICPR 2004",
         prepare=prepare,
         access="download",
