@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from vpkit.core.checkpoint import read_checkpoint
 from vpkit.core.config import build_config
 from vpkit.core.errors import VpkitError
 from vpkit.core.plugins import get_host
@@ -180,3 +181,17 @@ def test_size_128_for_svgs_kth128_preset(tmp_path, zips):
                            "--size", "4"], capture_output=True, text=True,
                           env={**os.environ, "VPKIT_LOAD_PLUGINS": "svg"}, timeout=120)
     assert proc.returncode != 0 and "--size must be at least 8" in proc.stderr
+
+
+@pytest.mark.slow
+def test_train_on_prepared_kth_with_data_root(prepared, tmp_path):
+    env = {**os.environ, "VPKIT_LOAD_PLUGINS": "svg"}
+    proc = subprocess.run([sys.executable, "-m", "vpkit", "train", "--plugin", "svg", "--preset", "tiny", "--dataset",
+                           "kth", "--data-root", str(prepared), "--steps", "2", "--batch-size", "2", "--out",
+                           str(tmp_path / "run"), "--set", "train.val_every=2", "--set", "train.val_videos=2",
+                           "--set", "train.sample_every=100", "--device", "cpu"],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "on kth (1, 64, 64)" in proc.stdout
+    meta = read_checkpoint(tmp_path / "run" / "checkpoints" / "last").meta
+    assert meta["data"]["name"] == "kth" and meta["data"]["config"]["data_root"] == str(prepared)
