@@ -3,6 +3,8 @@
 A split of synthetic videos (moving shapes, `--videos` of `--length` frames, RGB) is written at 64×64 and 128×128
 with `H5VideoWriter`, then read as random 20-frame clips through a DataLoader (batch 16) with 0 and 2 workers.
 Peak memory (max RSS of this process) shows a split is never loaded whole: the files are larger than what is read.
+Conversion from real sources is timed too: `vpkit data convert` of a folder of 160×120 MP4s to 64×64 (decord
+decode, antialiased resize, write), and KTH's path (`ffmpeg -r 25 -s 64x64` on MPEG-4 AVIs, first channel, write).
 
     python benchmarks/data.py
     python benchmarks/data.py --videos 400 --length 100
@@ -49,6 +51,25 @@ def read(path: Path, workers: int, clips: int, clip_length: int = 20) -> float:
     return count / (time.perf_counter() - start)
 
 
+def convert_rates(tmp: Path, videos: int = 12, length: int = 100) -> tuple[float, float]:
+    """Frames per second of `convert` on MP4s and of KTH's ffmpeg path on AVIs (both 160x120 -> 64x64)."""
+    from vpkit.engine.convert import convert
+    from vpkit.engine.prepared import write_split
+    from vpkit.plugins.datasets import kth
+    from vpkit.testing.videos import write_test_video
+
+    for i in range(videos):
+        clip = moving_shapes(length, 120, 160, seed=i)
+        write_test_video(tmp / "mp4" / f"v{i:02d}.mp4", clip)
+        write_test_video(tmp / "avi" / f"person01_walking_d{i}_uncomp.avi", clip, codec="mpeg4")
+    start = time.perf_counter()
+    convert(tmp / "mp4", tmp / "mp4.h5", size=64, warn=print)
+    mp4_rate = videos * length / (time.perf_counter() - start)
+    start = time.perf_counter()
+    write_split(tmp / "avi.h5", ((p.name, kth.decode(p)) for p in sorted((tmp / "avi").iterdir())))
+    return mp4_rate, videos * length / (time.perf_counter() - start)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--videos", type=int, default=200)
@@ -67,6 +88,11 @@ def main() -> None:
                 rate = read(path, workers, args.clips)
                 print(f"{size:>5}²   {mib:>9.1f} {frames / seconds:>15.0f} {workers:>8} {rate:>9.0f} "
                       f"{rate * 20:>9.0f}")
+        (Path(tmp) / "mp4").mkdir()
+        (Path(tmp) / "avi").mkdir()
+        mp4_rate, kth_rate = convert_rates(Path(tmp))
+    print(f"convert MP4 160x120 -> 64x64 h5: {mp4_rate:.0f} frames/s; KTH path (ffmpeg -s 64x64, AVI): "
+          f"{kth_rate:.0f} frames/s")
     print(f"peak RSS of this process: {max_rss_mib():.0f} MiB")
 
 
