@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 from pydantic import Field
 
 from vpkit.core.config import BaseConfig
@@ -150,6 +151,32 @@ def resize_frames(frames: np.ndarray, size: tuple[int, int], resample: str = "bi
         out.append(np.asarray(image.resize(size, method)))
     result = np.stack(out)
     return result[..., None] if grey else result
+
+
+class ResizedClips(torch.utils.data.Dataset):
+    """The clips of an `H5Videos`, each frame resized to `size` x `size` with PIL's `resample` filter when the stored
+    frames have another size (a no-op otherwise). Items are uint8 `[T, C, size, size]`."""
+
+    def __init__(self, clips: H5Videos, size: int, resample: str = "bicubic") -> None:
+        self.clips, self.size, self.resample = clips, size, resample
+        channels, height, width = clips.frame_shape
+        self.resize = (height, width) != (size, size)
+        self.frame_shape = (channels, size, size)
+        self.fps, self.skipped, self.path = clips.fps, clips.skipped, clips.path
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def locate(self, index: int) -> tuple[int, int]:
+        """(video, first frame in it) of item `index`."""
+        return self.clips.locate(index)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        clip = self.clips[index]
+        if not self.resize:
+            return clip
+        frames = resize_frames(clip.permute(0, 2, 3, 1).numpy(), (self.size, self.size), self.resample)
+        return torch.from_numpy(frames).permute(0, 3, 1, 2).contiguous()
 
 
 def read_frames(paths: Sequence[Path], mode: str = "RGB") -> np.ndarray:

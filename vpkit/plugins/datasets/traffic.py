@@ -31,20 +31,19 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from pydantic import Field
 
 import vpkit
 from vpkit.core.errors import VpkitError
 from vpkit.core.specs import DatasetSpec
-from vpkit.engine.h5videos import H5Videos, H5VideoWriter
+from vpkit.engine.h5videos import H5VideoWriter
 from vpkit.engine.prepared import (
     RAW,
     PreparedConfig,
     PrepareOptions,
+    ResizedClips,
     need_files,
     open_split,
-    resize_frames,
     split_videos,
     splits_ready,
     summary,
@@ -136,32 +135,12 @@ def _counts(root: Path) -> dict[str, int]:
     return {split: split_videos(root / f"{split}.h5") for split in SPLITS}
 
 
-class Resized(torch.utils.data.Dataset):
-    """A clip dataset whose uint8 `[T, C, H, W]` items are resized to `size` x `size` (PIL `resample`)."""
-
-    def __init__(self, clips: H5Videos, size: int, resample: str = "bilinear") -> None:
-        self.clips, self.size, self.resample = clips, size, resample
-        self.frame_shape = (clips.frame_shape[0], size, size)
-        self.fps, self.skipped, self.path = clips.fps, clips.skipped, clips.path
-
-    def locate(self, index: int) -> tuple[int, int]:
-        return self.clips.locate(index)
-
-    def __len__(self) -> int:
-        return len(self.clips)
-
-    def __getitem__(self, index: int) -> torch.Tensor:
-        frames = self.clips[index].permute(0, 2, 3, 1).numpy()
-        resized = resize_frames(frames, (self.size, self.size), self.resample)
-        return torch.from_numpy(np.ascontiguousarray(resized)).permute(0, 3, 1, 2)
-
-
 def build(config: TrafficConfig, split: str) -> Any:
     if split not in SPLITS:
         raise VpkitError(f"traffic has splits {', '.join(SPLITS)}, not {split!r}.")
     clips = open_split(config, split, NAME, clips="all" if split == "train" else "first")
     if clips.frame_shape[1:] != (config.image_size, config.image_size):
-        return Resized(clips, config.image_size)
+        return ResizedClips(clips, config.image_size, "bilinear")
     return clips
 
 
