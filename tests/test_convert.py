@@ -111,9 +111,15 @@ def test_data_list_names_source_size_and_licence_of_every_dataset():
     result = CliRunner().invoke(app, ["list", "--json"])
     assert result.exit_code == 0, result.output
     rows = {row["name"]: row for row in json.loads(result.output)}
-    assert {"smmnist", "mmnist", "h5"} <= set(rows)
-    for name in ("smmnist", "mmnist", "h5"):
+    papers = ("kth", "bair", "human36m", "kitti", "cityscapes", "obj3d", "traffic", "phyre", "clevrer", "balls",
+              "shapes")
+    assert {"smmnist", "mmnist", "h5", *papers} <= set(rows)
+    for name in ("smmnist", "mmnist", "h5", *papers):
         assert rows[name]["source"] and rows[name]["size"] and rows[name]["licence"], name
+    for name in papers:
+        assert rows[name]["access"] in ("download", "registration", "by hand", "generated"), name
+        assert rows[name]["prepare"] == (rows[name]["access"] != "generated"), name
+    assert {rows[name]["access"] for name in ("human36m", "kitti", "cityscapes")} == {"registration"}
     assert "CC BY-SA 3.0" in rows["smmnist"]["licence"]
 
 
