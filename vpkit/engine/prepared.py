@@ -12,7 +12,7 @@ Test files hold the paper's fixed test clips where the paper fixes them (KTH's 1
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -80,6 +80,14 @@ def open_split(config: PreparedConfig, split: str, name: str, *, clips: str | No
     return H5Videos(path, length, step=config.step, clips=mode, seed=config.seed if train else None, videos=videos)
 
 
+def open_holdout(config: PreparedConfig, split: str, name: str, **kwargs) -> H5Videos:
+    """`train` or `val` carved out of `train.h5` by SRVP's 95/5 `holdout` (other keywords go to `open_split`)."""
+    if split not in ("train", "val"):
+        raise VpkitError(f"{name}: a holdout split is train or val, not {split!r}.")
+    train, val = holdout(split_videos(split_path(resolve_root(config, name), "train", name)))
+    return open_split(config, split, name, file="train", videos=train if split == "train" else val, **kwargs)
+
+
 def holdout(count: int, fraction: float = 0.05, seed: int = 42) -> tuple[list[int], list[int]]:
     """SRVP's train/validation split of `count` videos: shuffle the indices with `RandomState(seed)` and keep the
     first `int((1 - fraction) * count)` for training (`data/base.py`, `get_fold`). Returns (train, val), sorted."""
@@ -95,6 +103,11 @@ def split_videos(path: Path) -> int:
 
     with h5py.File(path, "r") as file:
         return int(file["lengths"].shape[0])
+
+
+def split_counts(root: Path, splits: Sequence[str]) -> dict[str, int]:
+    """split -> number of videos in `root/<split>.h5`."""
+    return {split: split_videos(root / f"{split}.h5") for split in splits}
 
 
 def need_files(name: str, root: Path, missing: Iterable[str], fetch: str) -> VpkitError:
@@ -194,6 +207,24 @@ def read_frames(paths: Sequence[Path], mode: str = "RGB") -> np.ndarray:
         raise VpkitError("no frames")
     array = np.stack(frames)
     return array[..., None] if mode == "L" else array
+
+
+def episode_folders(folder: Path, options: PrepareOptions, layout: str) -> Iterator[tuple[Path, np.ndarray]]:
+    """(episode folder, uint8 RGB frames) for the `<number>/<number>.png` episodes of `folder` (DDLP's layout), both
+    in numeric order. An episode without frames or with an unreadable frame is skipped with a warning naming it;
+    `layout` describes the expected names in the error raised when there is no episode at all."""
+    episodes = sorted((int(child.name), child) for child in folder.iterdir() if child.is_dir() and child.name.isdigit())
+    if not episodes:
+        raise VpkitError(f"{folder} holds no episode folder ({layout}).")
+    for _, child in episodes:
+        frames = sorted((int(path.stem), path) for path in child.glob("*.png") if path.stem.isdigit())
+        if not frames:
+            options.warn(f"{child} holds no <number>.png frame: skipped.")
+            continue
+        try:
+            yield child, read_frames([path for _, path in frames])
+        except VpkitError as exc:
+            options.warn(f"{child} skipped: {exc}")
 
 
 def splits_ready(root: Path, splits: Sequence[str]) -> bool:

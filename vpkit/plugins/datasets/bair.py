@@ -49,9 +49,8 @@ from vpkit.engine.prepared import (
     PrepareOptions,
     holdout,
     need_files,
+    open_holdout,
     open_split,
-    resolve_root,
-    split_path,
     split_videos,
     splits_ready,
     summary,
@@ -222,10 +221,7 @@ def _counts(root: Path) -> dict[str, int]:
 def build(config: BAIRConfig, split: str):
     if split == "test":
         return open_split(config, "test", NAME)
-    if split not in ("train", "val"):
-        raise VpkitError(f"bair has the splits train, val and test, not {split!r}.")
-    train, val = holdout(split_videos(split_path(resolve_root(config, NAME), "train", NAME)))
-    return open_split(config, split, NAME, file="train", videos=train if split == "train" else val)
+    return open_holdout(config, split, NAME)
 
 
 @vpkit.hookimpl

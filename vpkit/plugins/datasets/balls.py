@@ -45,7 +45,7 @@ from vpkit.engine.prepared import (
     PrepareOptions,
     need_files,
     open_split,
-    split_videos,
+    split_counts,
     splits_ready,
     summary,
     write_split,
@@ -108,7 +108,7 @@ def _episodes(path: Path, split: str) -> Iterator[tuple[str, np.ndarray]]:
 def prepare(root: Path, options: PrepareOptions) -> str:
     """Convert ROOT/raw/{train,val,test}.hdf5 (G-SWM's generator output) to ROOT/{train,val,test}.h5."""
     if splits_ready(root, SPLITS) and not options.force:
-        return summary(NAME, root, _counts(root))
+        return summary(NAME, root, split_counts(root, SPLITS))
     raw = root / RAW
     raw.mkdir(parents=True, exist_ok=True)
     found = {split: _find(raw, split) for split in SPLITS}
@@ -128,11 +128,7 @@ def prepare(root: Path, options: PrepareOptions) -> str:
     for split, path in paths.items():
         options.status(f"balls {split}: {path}")
         write_split(root / f"{split}.h5", _episodes(path, split), status=options.status)
-    return summary(NAME, root, _counts(root))
-
-
-def _counts(root: Path) -> dict[str, int]:
-    return {split: split_videos(root / f"{split}.h5") for split in SPLITS}
+    return summary(NAME, root, split_counts(root, SPLITS))
 
 
 def build(config: BallsConfig, split: str) -> Any:

@@ -53,11 +53,11 @@ from vpkit.engine.prepared import (
     RAW,
     PreparedConfig,
     PrepareOptions,
+    episode_folders,
     need_files,
     open_split,
-    read_frames,
     resize_frames,
-    split_videos,
+    split_counts,
     splits_ready,
     summary,
     write_split,
@@ -150,20 +150,7 @@ def _zip_videos(path: Path, numbers: range, options: PrepareOptions) -> Iterator
 
 def _folder_videos(folder: Path, options: PrepareOptions) -> Iterator[tuple[str, np.ndarray]]:
     """DDLP's episode folders `<number>/<i>.png` in numeric order, frames in the order of i."""
-    episodes = sorted((int(child.name), child) for child in folder.iterdir() if child.is_dir() and
-                      child.name.isdigit())
-    if not episodes:
-        raise VpkitError(f"{folder} holds no episode folder (<number>/<frame number>.png).")
-    for _, child in episodes:
-        frames = sorted((int(path.stem), path) for path in child.glob("*.png") if path.stem.isdigit())
-        if not frames:
-            options.warn(f"{child} holds no <number>.png frame: skipped.")
-            continue
-        try:
-            video = read_frames([path for _, path in frames])
-        except VpkitError as exc:
-            options.warn(f"{child} skipped: {exc}")
-            continue
+    for child, video in episode_folders(folder, options, "<number>/<frame number>.png"):
         if video.shape[1:3] != (SIZE, SIZE):  # DDLP's loader: img.resize((128, 128)), PIL's default filter
             video = resize_frames(video, (SIZE, SIZE), "bicubic")
         yield f"{folder.name}/{child.name}", video
@@ -172,7 +159,7 @@ def _folder_videos(folder: Path, options: PrepareOptions) -> Iterator[tuple[str,
 def prepare(root: Path, options: PrepareOptions) -> str:
     """Download the two video zips into ROOT/raw (or use DDLP's frame folders there) and write the three splits."""
     if splits_ready(root, SPLITS) and not options.force:
-        return summary(NAME, root, {split: split_videos(root / f"{split}.h5") for split in SPLITS})
+        return summary(NAME, root, split_counts(root, SPLITS))
     raw = root / RAW
     folders = {split: raw / FOLDERS[split] for split in SPLITS if (raw / FOLDERS[split]).is_dir()}
     zips: dict[str, Path] = {}

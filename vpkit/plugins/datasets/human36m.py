@@ -54,12 +54,10 @@ from vpkit.engine.prepared import (
     RAW,
     PreparedConfig,
     PrepareOptions,
-    holdout,
     need_files,
+    open_holdout,
     open_split,
     resize_frames,
-    resolve_root,
-    split_path,
     split_videos,
     splits_ready,
     summary,
@@ -226,10 +224,7 @@ def prepare(root: Path, options: PrepareOptions, *, test_size: int | None = None
 def build(config: Human36MConfig, split: str):
     if split == "test":  # stored subsampled: read every frame
         return open_split(config.model_copy(update={"step": 1}), "test", NAME)
-    count = split_videos(split_path(resolve_root(config, NAME), "train", NAME))
-    train, val = holdout(count)
-    return open_split(config, split, NAME, file="train", videos=train if split == "train" else val,
-                      clips="random" if split == "train" else "first")
+    return open_holdout(config, split, NAME)
 
 
 @vpkit.hookimpl

@@ -45,6 +45,7 @@ from vpkit.engine.prepared import (
     need_files,
     open_split,
     resolve_root,
+    split_counts,
     split_path,
     splits_ready,
     summary,
@@ -156,7 +157,7 @@ def prepare(root: Path, options: PrepareOptions, *, mirrors: tuple[str, ...] = M
             test_length: int = 40) -> str:
     """Download (unless in ROOT/raw), decode with ffmpeg and write ROOT/train.h5 and ROOT/test.h5."""
     if splits_ready(root, ("train", "test")) and not options.force:
-        return summary(NAME, root, _counts(root))
+        return summary(NAME, root, split_counts(root, ("train", "test")))
     size = options.size or IMAGE_SIZE
     videos = _gather(root, options, mirrors)
     if not videos:
@@ -189,17 +190,7 @@ def prepare(root: Path, options: PrepareOptions, *, mirrors: tuple[str, ...] = M
     draws = test_draws(lambda name: len(load(name)), size=test_size, seq_len=test_length)
     write_split(root / "test.h5", ((f"{name}@{start}", load(name)[start:start + test_length])
                                    for name, start in draws), fps=FRAME_RATE)
-    return summary(NAME, root, _counts(root))
-
-
-def _counts(root: Path) -> dict[str, int]:
-    import h5py
-
-    counts = {}
-    for split in ("train", "test"):
-        with h5py.File(root / f"{split}.h5", "r") as file:
-            counts[split] = int(file["lengths"].shape[0])
-    return counts
+    return summary(NAME, root, split_counts(root, ("train", "test")))
 
 
 def _train_indices(config: KTHConfig, split: str) -> list[int]:

@@ -51,11 +51,11 @@ from vpkit.engine.prepared import (
     RAW,
     PreparedConfig,
     PrepareOptions,
+    episode_folders,
     need_files,
     open_split,
-    read_frames,
     resize_frames,
-    split_videos,
+    split_counts,
     splits_ready,
     summary,
     write_split,
@@ -98,20 +98,7 @@ def _tree(raw: Path) -> Path | None:
 
 
 def _videos(folder: Path, options: PrepareOptions) -> Iterator[tuple[str, np.ndarray]]:
-    episodes = sorted((int(child.name), child) for child in folder.iterdir() if child.is_dir() and
-                      child.name.isdigit())
-    if not episodes:
-        raise VpkitError(f"{folder} holds no episode folder (<5-digit episode>/<5-digit frame>.png).")
-    for _, child in episodes:
-        frames = sorted((int(path.stem), path) for path in child.glob("*.png") if path.stem.isdigit())
-        if not frames:
-            options.warn(f"{child} holds no <number>.png frame: skipped.")
-            continue
-        try:
-            video = read_frames([path for _, path in frames])
-        except VpkitError as exc:
-            options.warn(f"{child} skipped: {exc}")
-            continue
+    for child, video in episode_folders(folder, options, "<5-digit episode>/<5-digit frame>.png"):
         if len(video) <= DROP_LAST:
             options.warn(f"{child} has {len(video)} frames, not more than the {DROP_LAST} DDLP drops at the end: "
                          "stored, but left out when read with drop_last=30.")
@@ -124,7 +111,7 @@ def _videos(folder: Path, options: PrepareOptions) -> Iterator[tuple[str, np.nda
 def prepare(root: Path, options: PrepareOptions) -> str:
     """Convert DDLP's PHYRE frame folders in ROOT/raw to ROOT/{train,val,test}.h5 (every frame, true RGB)."""
     if splits_ready(root, SPLITS) and not options.force:
-        return summary(NAME, root, {split: split_videos(root / f"{split}.h5") for split in SPLITS})
+        return summary(NAME, root, split_counts(root, SPLITS))
     tree = _tree(root / RAW)
     if tree is None:
         raise need_files(NAME, root, [f"{folder}/<5-digit episode>/<5-digit frame>.png (128x128)"

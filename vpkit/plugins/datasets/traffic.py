@@ -44,7 +44,7 @@ from vpkit.engine.prepared import (
     ResizedClips,
     need_files,
     open_split,
-    split_videos,
+    split_counts,
     splits_ready,
     summary,
     write_split,
@@ -101,7 +101,7 @@ def _blocks(data: np.ndarray, first: int, end: int) -> Iterator[np.ndarray]:
 def prepare(root: Path, options: PrepareOptions) -> str:
     """Split ROOT/raw/img128np.npy into ROOT/{train,val,test}.h5 (DDLP's 80/10/10 frames; 50-frame val/test)."""
     if splits_ready(root, SPLITS) and not options.force:
-        return summary(NAME, root, _counts(root))
+        return summary(NAME, root, split_counts(root, SPLITS))
     path = root / RAW / NPY
     if not path.is_file():
         (root / RAW).mkdir(parents=True, exist_ok=True)
@@ -128,11 +128,7 @@ def prepare(root: Path, options: PrepareOptions) -> str:
     for split, found in chunks.items():
         write_split(root / f"{split}.h5", ((f"{NPY}[{a}:{b}]", np.ascontiguousarray(data[a:b])) for a, b in found),
                     status=options.status)
-    return summary(NAME, root, _counts(root))
-
-
-def _counts(root: Path) -> dict[str, int]:
-    return {split: split_videos(root / f"{split}.h5") for split in SPLITS}
+    return summary(NAME, root, split_counts(root, SPLITS))
 
 
 def build(config: TrafficConfig, split: str) -> Any:
