@@ -3,6 +3,7 @@
 A split of synthetic videos (moving shapes, `--videos` of `--length` frames, RGB) is written at 64×64 and 128×128
 with `H5VideoWriter`, then read as random 20-frame clips through a DataLoader (batch 16) with 0 and 2 workers.
 Peak memory (max RSS of this process) shows a split is never loaded whole: the files are larger than what is read.
+The same splits written with lzf compression (`vpkit data prepare --compress`) show the size/speed trade.
 Conversion from real sources is timed too: `vpkit data convert` of a folder of 160×120 MP4s to 64×64 (decord
 decode, antialiased resize, write), and KTH's path (`ffmpeg -r 25 -s 64x64` on MPEG-4 AVIs, first channel, write).
 
@@ -29,11 +30,11 @@ def max_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def write(path: Path, videos: int, length: int, size: int) -> tuple[float, int]:
+def write(path: Path, videos: int, length: int, size: int, compression: str | None = None) -> tuple[float, int]:
     """Seconds to write the split (frames made beforehand) and its frame count."""
     template = moving_shapes(length, size, size, seed=0)
     start = time.perf_counter()
-    with h5videos.H5VideoWriter(path, (size, size), 3) as writer:
+    with h5videos.H5VideoWriter(path, (size, size), 3, compression=compression) as writer:
         for i in range(videos):
             writer.add(np.roll(template, i, axis=2), name=f"video{i}")
     return time.perf_counter() - start, videos * length
@@ -80,13 +81,14 @@ def main() -> None:
           f"{torch.__version__}, {torch.get_num_threads()} threads")
     print(f"{'size':>8} {'file MiB':>9} {'write frames/s':>15} {'workers':>8} {'clips/s':>9} {'frames/s':>9}")
     with tempfile.TemporaryDirectory() as tmp:
-        for size in (64, 128):
-            path = Path(tmp) / f"train{size}.h5"
-            seconds, frames = write(path, args.videos, args.length, size)
+        for size, compression in ((64, None), (128, None), (64, "lzf"), (128, "lzf")):
+            path = Path(tmp) / f"train{size}{compression}.h5"
+            seconds, frames = write(path, args.videos, args.length, size, compression)
             mib = path.stat().st_size / 2**20
+            label = f"{size}²" + (f" {compression}" if compression else "")
             for workers in (0, 2):
                 rate = read(path, workers, args.clips)
-                print(f"{size:>5}²   {mib:>9.1f} {frames / seconds:>15.0f} {workers:>8} {rate:>9.0f} "
+                print(f"{label:>8} {mib:>9.1f} {frames / seconds:>15.0f} {workers:>8} {rate:>9.0f} "
                       f"{rate * 20:>9.0f}")
         (Path(tmp) / "mp4").mkdir()
         (Path(tmp) / "avi").mkdir()

@@ -165,3 +165,18 @@ def test_info_on_a_prepared_folder_lists_every_split(tmp_path):
     empty.mkdir()
     result = CliRunner().invoke(app, ["info", str(empty)])
     assert result.exit_code != 0 and "holds no .h5 split file" in str(result.exception)
+
+
+def test_prepare_compress_writes_lzf_splits_that_read_back_exactly(tmp_path):
+    import h5py
+
+    from vpkit.engine.prepared import PrepareOptions, write_split
+
+    content = videos(lengths=(10, 7))
+    for compression in (None, "lzf"):
+        path, count = write_split(tmp_path / f"{compression}.h5", content, PrepareOptions(compression=compression))
+        with h5py.File(path) as file:
+            assert file["frames"].compression == compression and count == 2
+        data = h5videos.H5Videos(path, 7, clips="first")
+        for i, (_, frames) in enumerate(content):
+            np.testing.assert_array_equal(data[i].permute(0, 2, 3, 1).numpy(), frames[:7])

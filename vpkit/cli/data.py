@@ -105,6 +105,8 @@ def prepare_command(
                                   "--no-download uses only the files already in ROOT/raw."),
     size: int = typer.Option(None, "--size", help="Frame size, for datasets the papers use at several sizes "
                              "(kth: 64, the default, or 128)."),
+    compress: bool = typer.Option(False, "--compress", help="Compress the split files with lzf: about 2-4x "
+                                  "smaller on most video, somewhat slower random reads (see benchmarks/data.py)."),
 ) -> None:
     """Download (resumable, checksummed, retried) and convert a dataset into ROOT.
 
@@ -135,7 +137,7 @@ def prepare_command(
                       soft_wrap=True)
     with console.status(f"Preparing {name}...") as status:
         options = PrepareOptions(
-            force=force, download=download, size=size,
+            force=force, download=download, size=size, compression="lzf" if compress else None,
             warn=lambda text: err_console.print(f"[yellow]warning: {escape(text)}[/]", highlight=False,
                                                 soft_wrap=True),
             status=lambda text: status.update(escape(text)))

@@ -46,6 +46,7 @@ class PrepareOptions:
     download: bool = True  # False: use only what is already in ROOT/raw
     progress: bool = True  # download progress bars
     size: int | None = None  # frame size for datasets prepared at several (KTH: 64 or 128); None: the paper's
+    compression: str | None = None  # h5py filter of the split files: None (fastest reads) or "lzf" (smaller)
     warn: Callable[[str], None] = print
     status: Callable[[str], None] = field(default=lambda text: None)
 
@@ -118,9 +119,12 @@ def need_files(name: str, root: Path, missing: Iterable[str], fetch: str) -> Vpk
                       f"`vpkit data prepare {name} --root {root}` again.")
 
 
-def write_split(path: Path, videos: Iterable[tuple[str, np.ndarray]], *, fps: float | None = None,
-                status: Callable[[str], None] | None = None) -> tuple[Path, int]:
-    """Write `(name, uint8 [T, H, W, C])` videos to `path` atomically; returns (path, videos written)."""
+def write_split(path: Path, videos: Iterable[tuple[str, np.ndarray]], options: PrepareOptions | None = None, *,
+                fps: float | None = None) -> tuple[Path, int]:
+    """Write `(name, uint8 [T, H, W, C])` videos to `path` atomically, compressed as `options.compression` says;
+    returns (path, videos written)."""
+    status = options.status if options is not None else None
+    compression = options.compression if options is not None else None
     writer: H5VideoWriter | None = None
     count = 0
     try:
@@ -128,7 +132,7 @@ def write_split(path: Path, videos: Iterable[tuple[str, np.ndarray]], *, fps: fl
             if frames.ndim == 3:
                 frames = frames[..., None]
             if writer is None:
-                writer = H5VideoWriter(path, frames.shape[1:3], frames.shape[3], fps=fps)
+                writer = H5VideoWriter(path, frames.shape[1:3], frames.shape[3], fps=fps, compression=compression)
             writer.add(frames, name=name)
             count += 1
             if status is not None:

@@ -204,9 +204,9 @@ def prepare(root: Path, options: PrepareOptions) -> str:
     if options.size not in (None, SIZE):
         raise VpkitError(f"BAIR's frames are {SIZE}x{SIZE}: --size {options.size} does not apply.")
     with _source(root, options) as (where, shards):
-        write_split(root / "test.h5", _videos(where, "test", shards["test"], options))
+        write_split(root / "test.h5", _videos(where, "test", shards["test"], options), options)
         try:
-            write_split(root / "train.h5", _videos(where, "train", shards["train"], options))
+            write_split(root / "train.h5", _videos(where, "train", shards["train"], options), options)
         except BaseException:
             (root / "test.h5").unlink(missing_ok=True)
             raise

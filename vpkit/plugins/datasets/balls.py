@@ -127,7 +127,7 @@ def prepare(root: Path, options: PrepareOptions) -> str:
                          f"{EPISODES[split]}.")
     for split, path in paths.items():
         options.status(f"balls {split}: {path}")
-        write_split(root / f"{split}.h5", _episodes(path, split), status=options.status)
+        write_split(root / f"{split}.h5", _episodes(path, split), options=options)
     return summary(NAME, root, split_counts(root, SPLITS))
 
 

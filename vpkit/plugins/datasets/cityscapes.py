@@ -156,9 +156,9 @@ def prepare(root: Path, options: PrepareOptions, *, test_snippets: int | None = 
     _check(root)
     with ThreadPoolExecutor(WORKERS) as pool:
         for split in ("test", "val"):
-            write_split(root / f"{split}.h5", _fixed_videos(root, split, options, pool, test_snippets, test_length),
-                        fps=FPS)
-        write_split(root / "train.h5", _train_videos(root, options, pool), fps=FPS)
+            videos = _fixed_videos(root, split, options, pool, test_snippets, test_length)
+            write_split(root / f"{split}.h5", videos, options, fps=FPS)
+        write_split(root / "train.h5", _train_videos(root, options, pool), options, fps=FPS)
     return summary(NAME, root, {split: split_videos(root / f"{split}.h5") for split in SPLITS})
 
 

@@ -176,7 +176,7 @@ def prepare(root: Path, options: PrepareOptions) -> str:
             name, numbers = PROTOCOL[split]
             videos = _zip_videos(zips[name], numbers, options)
         options.status(f"converting {split}")
-        _, counts[split] = write_split(root / f"{split}.h5", videos, status=options.status)
+        _, counts[split] = write_split(root / f"{split}.h5", videos, options=options)
     return summary(NAME, root, counts)
 
 

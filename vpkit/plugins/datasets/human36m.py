@@ -214,10 +214,10 @@ def prepare(root: Path, options: PrepareOptions, *, test_size: int | None = None
                 yield name, frames
 
     with ThreadPoolExecutor(WORKERS) as pool:
-        write_split(root / "test.h5", kept(_ordered(pool, clip, draws, 4 * WORKERS), "test clip"),
+        write_split(root / "test.h5", kept(_ordered(pool, clip, draws, 4 * WORKERS), "test clip"), options,
                     fps=FPS / subsampling)
         write_split(root / "train.h5", kept(_ordered(pool, train, videos_of(raw, TRAIN_SUBJECTS), WORKERS),
-                                            "train video"), fps=FPS)
+                                            "train video"), options, fps=FPS)
     return summary(NAME, root, {split: split_videos(root / f"{split}.h5") for split in SPLITS})
 
 

@@ -300,8 +300,8 @@ def prepare(root: Path, options: PrepareOptions, *, test_length: int | None = No
     _check(root, drives)
     raw = root / RAW
     with ThreadPoolExecutor(WORKERS) as pool:
-        write_split(root / "test.h5", _test_videos(raw, drives, options, pool, test_length), fps=FPS)
-        write_split(root / "train.h5", _train_videos(raw, drives, options, pool), fps=FPS)
+        write_split(root / "test.h5", _test_videos(raw, drives, options, pool, test_length), options, fps=FPS)
+        write_split(root / "train.h5", _train_videos(raw, drives, options, pool), options, fps=FPS)
     return summary(NAME, root, {split: split_videos(root / f"{split}.h5") for split in SPLITS})
 
 

@@ -185,11 +185,11 @@ def prepare(root: Path, options: PrepareOptions, *, mirrors: tuple[str, ...] = M
                 except VpkitError as exc:
                     options.warn(f"skipped {videos[name]}: {exc}")
 
-    write_split(root / "train.h5", train_videos(), fps=FRAME_RATE)
+    write_split(root / "train.h5", train_videos(), options, fps=FRAME_RATE)
     options.status("kth test: drawing SRVP's clips")
     draws = test_draws(lambda name: len(load(name)), size=test_size, seq_len=test_length)
     write_split(root / "test.h5", ((f"{name}@{start}", load(name)[start:start + test_length])
-                                   for name, start in draws), fps=FRAME_RATE)
+                                   for name, start in draws), options, fps=FRAME_RATE)
     return summary(NAME, root, split_counts(root, ("train", "test")))
 
 

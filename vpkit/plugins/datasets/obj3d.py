@@ -156,7 +156,7 @@ def prepare(root: Path, options: PrepareOptions) -> str:
                                  "OBJ3D is incomplete.")
             options.status(f"{split}: {len(episodes)} episodes in {tree / split}")
             _, counts[split] = write_split(root / f"{split}.h5", _videos(episodes, read_frames, str(tree / split),
-                                                                        options), status=options.status)
+                                                                        options), options=options)
         return summary(NAME, root, counts)
     if (raw / ZIP_NAME).is_file():
         try:
@@ -172,7 +172,7 @@ def prepare(root: Path, options: PrepareOptions) -> str:
                 options.status(f"{split}: {len(listing[split])} episodes in {ZIP_NAME}")
                 videos = _videos(listing[split], lambda members: _read_members(archive, members),
                                  f"{ZIP_NAME}:{split}", options)
-                _, counts[split] = write_split(root / f"{split}.h5", videos, status=options.status)
+                _, counts[split] = write_split(root / f"{split}.h5", videos, options=options)
         return summary(NAME, root, counts)
     raise need_files(NAME, root, [f"{ZIP_NAME}, or its train/, val/ and test/ folders of <episode>/test_<i>.png"],
                      FETCH)

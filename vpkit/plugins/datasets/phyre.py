@@ -119,7 +119,7 @@ def prepare(root: Path, options: PrepareOptions) -> str:
     counts = {}
     for split, folder in FOLDERS.items():
         options.status(f"converting {tree / folder}")
-        _, counts[split] = write_split(root / f"{split}.h5", _videos(tree / folder, options), status=options.status)
+        _, counts[split] = write_split(root / f"{split}.h5", _videos(tree / folder, options), options=options)
     return summary(NAME, root, counts)
 
 

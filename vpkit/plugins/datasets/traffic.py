@@ -118,7 +118,7 @@ def prepare(root: Path, options: PrepareOptions) -> str:
     options.status(f"traffic: {len(data)} frames; train {bounds['train'][1]} frames, val {len(chunks['val'])} and "
                    f"test {len(chunks['test'])} episodes of {EPISODE}")
 
-    writer = H5VideoWriter(root / "train.h5", data.shape[1:3], 3)
+    writer = H5VideoWriter(root / "train.h5", data.shape[1:3], 3, compression=options.compression)
     try:
         writer.add_blocks(_blocks(data, *bounds["train"]), name=f"{NPY}[{bounds['train'][0]}:{bounds['train'][1]}]")
         writer.close()
@@ -127,7 +127,7 @@ def prepare(root: Path, options: PrepareOptions) -> str:
         raise
     for split, found in chunks.items():
         write_split(root / f"{split}.h5", ((f"{NPY}[{a}:{b}]", np.ascontiguousarray(data[a:b])) for a, b in found),
-                    status=options.status)
+                    options=options)
     return summary(NAME, root, split_counts(root, SPLITS))
 
 
