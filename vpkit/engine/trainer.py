@@ -332,7 +332,10 @@ class Trainer:
         self.clip_length = self.n_context + self.n_future
         self.precision = resolve_precision(train_cfg.precision, self.device)
         self.higher_is_better = True
-        if val_set is not None:
+        # A model that predicts no frames (an image model such as DLPv2, n_future = 0) has nothing for the
+        # evaluator or the sample grids to score or show: neither runs, and only `last` checkpoints are written.
+        self.predicts = self.n_future > 0
+        if val_set is not None and self.predicts:
             if train_cfg.val_metric not in self.metrics:
                 raise VpkitError(f"train.val_metric '{train_cfg.val_metric}' must be one of the validation metrics "
                                  f"({', '.join(self.metrics) or 'none given'}).")
@@ -444,6 +447,9 @@ class Trainer:
         interrupted, saved, batches = False, -1, None
         try:
             batches = iter(loader)
+            if not self.predicts:
+                self._print("the model predicts no frames (n_future = 0): no validation or sample grids, "
+                            "`last` checkpoints only")
             self.hook.on_train_start(trainer=self)
             with self._progress() as progress, _StopOnCtrlC(self.console) as stop:
                 task = progress.add_task("train", total=cfg.steps, completed=self.step, rate="", loss="")
@@ -462,9 +468,9 @@ class Trainer:
                     self._log_train(logs)
                     self.hook.on_step_end(trainer=self, step=self.step, logs=logs)
                     final = self.step == cfg.steps
-                    if self.val_set is not None and (self.step % cfg.val_every == 0 or final):
+                    if self.val_set is not None and self.predicts and (self.step % cfg.val_every == 0 or final):
                         self.validate()
-                    if self.step % cfg.sample_every == 0 or final:
+                    if self.predicts and (self.step % cfg.sample_every == 0 or final):
                         self.write_samples()
                     if self.step % cfg.checkpoint_every == 0 or final:
                         self._save_last(step_copy=cfg.keep_step_checkpoints)

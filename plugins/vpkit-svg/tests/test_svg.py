@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
-from vpkit_svg.batchnorm import TimeBatchNorm2d, time_grouped, use_batch_stats_in_eval
+from vpkit.engine.batchnorm import TimeBatchNorm2d, time_grouped, use_batch_stats_in_eval
 from vpkit_svg.config import SVGConfig
 from vpkit_svg.model import SVG, skip_sources
 from vpkit_svg.networks import build_encoder_decoder, gather_frames

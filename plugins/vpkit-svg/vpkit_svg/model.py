@@ -13,7 +13,7 @@ error plus beta times the summed KL divided by the batch size.
 Training is the official math, computed fast: every frame is encoded once in one batched call, the three LSTMs run
 as fused sequence ops, and all predicted frames are decoded in one batched call whose skip half of each first conv
 runs once per distinct skip frame (`SkipDecoder.forward_shared_skips`). BatchNorm keeps the official per-call
-statistics and running-stat updates through `time_grouped` (see `batchnorm.py`); `reference.py` holds the official
+statistics and running-stat updates through `time_grouped` (see `vpkit.engine.batchnorm`); `reference.py` holds the official
 frame-by-frame loop the tests compare against. Sampling is `rollout` over the exportable graphs of `export_plan`.
 """
 
@@ -36,7 +36,7 @@ from vpkit.core.model import (
     TrainContext,
     VideoPredictor,
 )
-from vpkit_svg.batchnorm import time_grouped, use_batch_stats_in_eval
+from vpkit.engine.batchnorm import time_grouped, use_batch_stats_in_eval
 from vpkit_svg.config import SVGConfig
 from vpkit_svg.lstm import GaussianLSTM, PredictorLSTM, sample
 from vpkit_svg.networks import build_encoder_decoder, gather_frames, init_weights

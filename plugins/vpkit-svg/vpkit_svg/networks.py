@@ -7,7 +7,7 @@ are identical (`c1.main.0.weight`, `upc5.0.weight`, ...): official checkpoints l
 Every encoder maps frames `[N, C, H, W]` to `(h [N, g_dim], skips)`, `skips` being the feature maps the decoder
 concatenates back at each resolution (finest first, shapes in `encoder.skip_shapes`); every decoder maps
 `(g [N, g_dim], skips)` to frames in [0, 1].
-All BatchNorms are `TimeBatchNorm2d` so one call can stand in for one call per time step (see `batchnorm.py`).
+All BatchNorms are `TimeBatchNorm2d` so one call can stand in for one call per time step (see `vpkit.engine.batchnorm`).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vpkit_svg.batchnorm import TimeBatchNorm2d
+from vpkit.engine.batchnorm import TimeBatchNorm2d
 
 NF = 64  # base width, fixed in the official code
 

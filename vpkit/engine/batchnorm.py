@@ -1,16 +1,16 @@
-"""BatchNorm that lets one batched call over many frames behave like the official one-call-per-frame loop.
+"""BatchNorm that lets one batched call over many frames behave like an official one-call-per-frame loop.
 
-The official SVG loop calls the encoder and decoder once per time step, so in training mode every BatchNorm
-normalises each frame's batch with that frame's own statistics and updates its running statistics once per call.
-vpkit encodes and decodes all frames of a clip in one call for speed. `TimeBatchNorm2d` keeps the official math:
-inside `time_grouped(module, groups, update_order)` an input laid out batch-major, `(b t) c h w`, is normalised per
-time slice `t` (each slice with its own batch statistics), and the running statistics receive exactly the sequence
-of momentum updates the official loop would make, slice by slice in `update_order`.
+The official SVG and SLAMP loops call their encoders and decoders once per time step, so in training mode every
+BatchNorm normalises each frame's batch with that frame's own statistics and updates its running statistics once per
+call. Their vpkit plugins encode and decode all frames of a clip in one call for speed. `TimeBatchNorm2d` keeps the
+official math: inside `time_grouped(module, groups, update_order)` an input laid out batch-major, `(b t) c h w`, is
+normalised per time slice `t` (each slice with its own batch statistics), and the running statistics receive exactly
+the sequence of momentum updates the official loop would make, slice by slice in `update_order`.
 
 Outside that block (and whenever the module is in eval mode) it is a plain `nn.BatchNorm2d` with the same
 parameters, buffers and state-dict keys, unless `batch_stats_in_eval` asks for per-call batch statistics in eval
-mode (what official `generate_svg_lp.py` gets by leaving the networks in train mode), computed with plain tensor ops
-so the graph stays exportable.
+mode (what official SVG `generate_svg_lp.py` and SLAMP `evaluate.py` get by leaving the networks in train mode),
+computed with plain tensor ops so the graph stays exportable.
 """
 
 from __future__ import annotations

@@ -1,0 +1,1 @@
+"""SLAMP (Akan et al., ICCV 2021) for vpkit."""
