@@ -18,7 +18,7 @@ app = typer.Typer(
 
 
 def _assemble() -> None:
-    from vpkit.cli import benchmark, data, eval, export, import_, models, plugins, predict, train
+    from vpkit.cli import benchmark, data, doctor, eval, export, import_, models, plugins, predict, train
 
     app.command("train")(train.train_command)
     app.command("eval")(eval.eval_command)
@@ -28,6 +28,7 @@ def _assemble() -> None:
     app.command("export")(export.export_command)
     app.command("predict")(predict.predict_command)
     app.command("benchmark")(benchmark.benchmark_command)
+    app.command("doctor")(doctor.doctor_command)
     app.add_typer(data.app, name="data")
     from vpkit.core.plugins import get_host
 
