@@ -15,7 +15,8 @@ def doctor_command(
     decord, ffmpeg and the other optional libraries; print what each enables and how to fix what is missing.
 
     Exits 0 even when optional pieces are missing; exits 1 when torch itself is unusable."""
-    from vpkit.engine.doctor import OK, as_json as to_json, report
+    from vpkit.engine.doctor import OK, report
+    from vpkit.engine.doctor import as_json as to_json
 
     checks = report()
     if as_json:

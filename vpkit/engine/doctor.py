@@ -9,11 +9,11 @@ command that fixes it.
 from __future__ import annotations
 
 import importlib
-import importlib.metadata as metadata
 import shutil
 import subprocess
 import sys
 from dataclasses import asdict, dataclass
+from importlib import metadata
 from typing import Any
 
 OK, MISSING, BROKEN = "ok", "missing", "broken"
