@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import uuid
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -103,6 +104,8 @@ def atomic_dir(directory: Path) -> Iterator[Path]:
 
 
 def _replace_dir(src: Path, dst: Path) -> None:
+    # Two renames: a process killed between them leaves no `dst` but the complete previous one as `.dst.old-*`,
+    # which `recover_dir` renames back.
     old = None
     if dst.exists():
         old = dst.parent / f".{dst.name}.old-{uuid.uuid4().hex[:8]}"
@@ -119,9 +122,32 @@ def _fsync_dir(path: Path) -> None:
                 os.fsync(fh.fileno())
 
 
+def recover_dir(directory: Path) -> bool:
+    """Undo what a process killed inside `atomic_dir` left behind: when `directory` is missing because the kill
+    fell between the two renames of `_replace_dir`, rename its complete previous version (`.NAME.old-*`) back.
+    Returns whether it did. Leftover `.NAME.tmp-*` folders (a save cut short) are removed."""
+    directory = Path(directory)
+    parent = directory.parent
+    if not parent.is_dir():
+        return False
+    for tmp in parent.glob(f".{directory.name}.tmp-*"):
+        shutil.rmtree(tmp, ignore_errors=True)
+    olds = sorted(parent.glob(f".{directory.name}.old-*"), key=lambda p: p.stat().st_mtime)
+    recovered = False
+    if not directory.exists() and olds:
+        os.replace(olds.pop(), directory)
+        recovered = True
+    for old in olds if directory.exists() else ():
+        shutil.rmtree(old, ignore_errors=True)
+    return recovered
+
+
 def read_checkpoint(path: Path | str) -> Checkpoint:
-    """Read and check `vpkit.json`; errors name what is wrong with the directory."""
+    """Read and check `vpkit.json`; errors name what is wrong with the directory. A checkpoint whose save was
+    killed between its two renames is recovered first (`recover_dir`)."""
     path = Path(path)
+    if not path.exists() and recover_dir(path):
+        warnings.warn(f"{path}: recovered the previous checkpoint, left by a save that was killed", stacklevel=2)
     if not path.exists():
         raise VpkitError(f"Checkpoint not found: {path}")
     if not path.is_dir():
@@ -184,7 +210,10 @@ def load_model(path: Path | str, device: str | torch.device = "cpu") -> tuple[to
     state = load_state_dict(path)
     expected = model.state_dict()
     problems = [k for k in expected if k not in state][:3] + [k for k in state if k not in expected][:3]
-    problems += [k for k in expected if k in state and state[k].shape != expected[k].shape][:3]
+    problems += [f"{k} {tuple(state[k].shape)} vs {tuple(expected[k].shape)}"
+                 for k in expected if k in state and state[k].shape != expected[k].shape][:3]
+    problems += [f"{k} {state[k].dtype} vs {expected[k].dtype}"
+                 for k in expected if k in state and state[k].dtype != expected[k].dtype][:3]
     if problems:
         raise VpkitError(f"{path}: weights do not match model '{ckpt.model_key}' "
                          f"(first mismatches: {', '.join(problems)}).")

@@ -18,6 +18,7 @@ import contextlib
 import json
 import math
 import random
+import shutil
 import signal
 import threading
 import time
@@ -30,11 +31,22 @@ from typing import Any
 import numpy as np
 import torch
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+)
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from vpkit.core.checkpoint import load_state_dict, load_train_state, read_checkpoint, save_checkpoint
+from vpkit.core.checkpoint import (
+    load_state_dict,
+    load_train_state,
+    read_checkpoint,
+    save_checkpoint,
+)
 from vpkit.core.config import TrainConfig
 from vpkit.core.errors import VpkitError
 from vpkit.core.model import Optimization, TrainContext, VideoPredictor
@@ -43,6 +55,7 @@ from vpkit.engine.precision import resolve_precision
 
 TRAIN_STATE_VERSION = 1
 SAMPLE_VIDEOS = 4  # videos in the sample grids
+CHECKPOINT_HEADROOM = 4  # last + best, each briefly beside its previous version while it is replaced
 SAMPLE_DRAWS = 3  # samples drawn per video for the grids
 
 
@@ -265,7 +278,7 @@ class _StopOnCtrlC:
         self.requested = True
         self.console.print("[yellow]Stopping after this step and saving 'last' (Ctrl-C again to abort).[/]")
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         if self._installed:
             previous = self._previous if self._previous is not None else signal.default_int_handler
             signal.signal(signal.SIGINT, previous)
@@ -379,6 +392,20 @@ class Trainer:
         if fresh and self.last_path.exists():
             raise VpkitError(f"{self.out_dir} already holds a run. Resume it with --resume {self.last_path} "
                              "or pass another --out.")
+        needed = self.checkpoint_bytes() * CHECKPOINT_HEADROOM
+        free = shutil.disk_usage(self.out_dir).free
+        if free < needed:
+            raise VpkitError(f"Only {free / 2**20:.0f} MiB free under {self.out_dir}, and this run needs about "
+                             f"{needed / 2**20:.0f} MiB for its checkpoints ({CHECKPOINT_HEADROOM} x "
+                             f"{self.checkpoint_bytes() / 2**20:.0f} MiB: last and best, each written beside its "
+                             "previous version); free some space or choose another --out.")
+
+    def checkpoint_bytes(self) -> int:
+        """Bytes of one checkpoint with its resume state: the weights and buffers, plus up to two optimiser tensors
+        (Adam's moments) per parameter."""
+        weights = sum(t.numel() * t.element_size() for t in self.model.state_dict().values())
+        params = sum(p.numel() * p.element_size() for p in self.model.parameters())
+        return weights + 2 * params
 
     def _load_resume_state(self, path: Path) -> None:
         ckpt = read_checkpoint(path)
