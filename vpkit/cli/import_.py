@@ -15,17 +15,19 @@ from vpkit.core.plugins import get_host
 
 def import_command(
     name: str = typer.Argument(..., help="Which method's format, e.g. 'svg' (see `vpkit plugins`)."),
-    path: Path = typer.Argument(..., help="The official checkpoint file."),
-    out: Path = typer.Option(None, "--out", "-o", help="Checkpoint directory to write (default: imported/<file stem>)."),
+    path: Path = typer.Argument(..., help="The official checkpoint: a file, or a run folder for methods that keep "
+                                "their options beside the weights (e.g. SRVP, DDLP)."),
+    out: Path = typer.Option(None, "--out", "-o", help="Checkpoint directory to write (default: imported/<file stem> "
+                             "or imported/<folder name>)."),
     overrides: list[str] = typer.Option([], "--set", help="Importer options, e.g. --set n_future=20 (repeatable)."),
     force: bool = typer.Option(False, "--force", help="Replace OUT if it already exists."),
 ) -> None:
     """Convert an official checkpoint (read without running any code from it) into a vpkit checkpoint."""
     host = get_host()
     spec = host.importers.get(name)
-    if not path.is_file():
+    if not path.exists():
         raise VpkitError(f"Official checkpoint not found: {path}")
-    out = out or Path("imported") / path.stem
+    out = out or Path("imported") / (path.name if path.is_dir() else path.stem)
     if out.exists() and not force:
         raise VpkitError(f"{out} already exists; pass --force to replace it or choose another --out.")
     model_key, model, data = spec.load(path, parse_overrides(overrides))

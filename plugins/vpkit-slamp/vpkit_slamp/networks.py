@@ -15,9 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vpkit.engine.batchnorm import TimeBatchNorm2d, use_batch_stats_in_eval  # noqa: F401 (spatial.py imports it here)
-
-SampleBatchNorm2d = TimeBatchNorm2d  # the name the spatial variant imported first; same class
+from vpkit.engine.batchnorm import TimeBatchNorm2d
 
 
 class Block(nn.Module):
