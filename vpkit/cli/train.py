@@ -9,7 +9,13 @@ from typing import Any
 import typer
 
 from vpkit.cli.console import console
-from vpkit.core.config import BaseConfig, TrainConfig, build_config, load_yaml, parse_overrides
+from vpkit.core.config import (
+    BaseConfig,
+    TrainConfig,
+    build_config,
+    load_yaml,
+    parse_overrides,
+)
 from vpkit.core.errors import VpkitError, did_you_mean
 from vpkit.core.plugins import Host, get_host
 from vpkit.core.specs import DatasetSpec, ModelSpec
@@ -112,12 +118,29 @@ def train_command(
     lpips_backbone: Path = typer.Option(None, "--lpips-backbone", help="AlexNet weights file for LPIPS offline."),
     data_root: Path = typer.Option(None, "--data-root", help="The dataset's folder, as written by `vpkit data "
                                    "prepare NAME --root DIR` (data.data_root)."),
+    devices: int = typer.Option(1, "--devices", help="Processes on this machine (one per GPU; gloo processes on "
+                                "CPU): relaunches this command under torchrun with DDP."),
+    nnodes: int = typer.Option(1, "--nnodes", help="Machines taking part (run the same command on each)."),
+    node_rank: int = typer.Option(0, "--node-rank", help="This machine's index, 0..nnodes-1."),
+    rdzv_endpoint: str = typer.Option(None, "--rdzv-endpoint", help="HOST:PORT where the machines meet "
+                                      "(needed with --nnodes > 1)."),
 ) -> None:
-    """Train a model. `vpkit train --plugin svg` trains SVG-LP on the embedded Stochastic Moving MNIST."""
+    """Train a model. `vpkit train --plugin svg` trains SVG-LP on the embedded Stochastic Moving MNIST.
+
+    `--devices N` (and `--nnodes/--node-rank/--rdzv-endpoint`) trains on N processes per machine with
+    torch.distributed; `torchrun --nproc-per-node N -m vpkit train ...` does the same. train.batch_size is the
+    batch of all processes together."""
     from vpkit.core.checkpoint import plugin_section, read_checkpoint
+    from vpkit.engine import distributed
     from vpkit.engine.runtime import resolve_device
     from vpkit.engine.trainer import Trainer, seed_everything
 
+    world = distributed.World.from_env()
+    if (devices > 1 or nnodes > 1) and not world.distributed:
+        _relaunch(devices=devices, nnodes=nnodes, node_rank=node_rank, rdzv_endpoint=rdzv_endpoint, out=out)
+        return
+    if world.distributed and out is None and resume is None:
+        raise VpkitError("A multi-process run needs --out (every process must write to the same run folder).")
     host = get_host()
     train_args = {"steps": steps, "batch_size": batch_size, "precision": precision, "seed": seed}
     data_args = {"data_root": str(data_root.expanduser())} if data_root is not None else None
@@ -162,12 +185,50 @@ def train_command(
         metric_options={"device": str(dev), "lpips_backbone": str(lpips_backbone) if lpips_backbone else None},
         device=dev, resume_from=resume, preset=plan.preset,
     )
-    console.print(f"Training [bold]{plan.spec.name}[/] (preset {plan.preset}, {n_params:,} parameters) on "
-                  f"[bold]{plan.dataset.name}[/] {frame_shape}, {n_context}+{n_future} frames, "
-                  f"{plan.train_cfg.steps} steps of {plan.train_cfg.batch_size} videos on {dev} -> {out_dir}")
+    if world.main:
+        where = f"{world.size} processes" if world.distributed else str(dev)
+        console.print(f"Training [bold]{plan.spec.name}[/] (preset {plan.preset}, {n_params:,} parameters) on "
+                      f"[bold]{plan.dataset.name}[/] {frame_shape}, {n_context}+{n_future} frames, "
+                      f"{plan.train_cfg.steps} steps of {plan.train_cfg.batch_size} videos on {where} -> {out_dir}")
     result = trainer.fit()
+    distributed.teardown(world)
+    if not world.main:
+        return
     console.print(f"Done at step {result.step}. Last checkpoint: [bold]{result.last}[/]"
                   + (f"; best ({plan.train_cfg.val_metric} {result.best_metric:.4f}): [bold]{result.best}[/]"
                      if result.best is not None and result.best_metric is not None else ""))
     target = result.best or result.last
     console.print(f"Next: vpkit eval {target} --samples 100")
+
+
+LAUNCHER_OPTIONS = ("--devices", "--nnodes", "--node-rank", "--rdzv-endpoint")
+
+
+def _relaunch(*, devices: int, nnodes: int, node_rank: int, rdzv_endpoint: str | None, out: Path | None) -> None:
+    """Re-run this `vpkit train` command under torchrun's elastic launcher, without the launcher options and with
+    the run folder fixed up front (every process must write to the same one)."""
+    import sys
+
+    from vpkit.engine import distributed
+
+    argv = sys.argv[sys.argv.index("train") + 1:] if "train" in sys.argv else []
+    kept: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+            continue
+        name = arg.split("=", 1)[0]
+        if name in LAUNCHER_OPTIONS:
+            skip = "=" not in arg
+            continue
+        kept.append(arg)
+    if out is None and "--resume" not in kept:
+        run = _fresh_out_dir(Path("runs") / "ddp")
+        kept += ["--out", str(run)]
+    args = distributed.launch_args(kept, devices=devices, nnodes=nnodes, node_rank=node_rank,
+                                   rdzv_endpoint=rdzv_endpoint)
+    console.print(f"Launching {devices} process(es) per machine on {nnodes} machine(s): torchrun {' '.join(args)}")
+    code = distributed.launch(kept, devices=devices, nnodes=nnodes, node_rank=node_rank, rdzv_endpoint=rdzv_endpoint)
+    if code:
+        raise typer.Exit(code)

@@ -27,7 +27,9 @@ class TrainConfig(BaseConfig):
     """Trainer settings shared by every model (optimiser hyper-parameters belong to the model's config)."""
 
     steps: int = Field(2000, gt=0, description="optimisation steps")
-    batch_size: int = Field(16, gt=0)
+    batch_size: int = Field(16, gt=0, description="videos per optimisation step, over all processes together")
+    accumulate: int = Field(1, gt=0, description="split each step's batch into this many micro-batches, one "
+                            "backward each, gradients summed (for batches that do not fit in memory)")
     precision: Precision = "32"
     grad_clip: float | None = Field(None, gt=0, description="clip the global grad norm to this value")
     seed: int = 0

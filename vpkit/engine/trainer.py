@@ -50,7 +50,7 @@ from vpkit.core.checkpoint import (
 from vpkit.core.config import TrainConfig
 from vpkit.core.errors import VpkitError
 from vpkit.core.model import Optimization, TrainContext, VideoPredictor
-from vpkit.engine import media
+from vpkit.engine import distributed, media
 from vpkit.engine.precision import resolve_precision
 
 TRAIN_STATE_VERSION = 1
@@ -326,8 +326,12 @@ class Trainer:
         from vpkit.core.plugins import get_host
 
         self.cfg = train_cfg
-        self.device = torch.device(device)
+        self.world = distributed.World.from_env()
+        self.device = distributed.device_for(torch.device(device), self.world)
+        distributed.setup(self.device)
+        distributed.check_batch(train_cfg.batch_size, train_cfg.accumulate, self.world)
         self.model = model.to(self.device)
+        distributed.broadcast_parameters(self.model, self.world)
         self.model_key = model_key
         self.plugin_meta = dict(plugin_meta)
         self.train_set = train_set
@@ -372,6 +376,9 @@ class Trainer:
         self.optimization: Optimization = model.configure_optimizers(train_cfg)
         if not self.optimization.optimizers:
             raise VpkitError(f"Model '{model_key}' returned no optimisers from configure_optimizers.")
+        if self.optimization.manual and train_cfg.accumulate > 1:
+            raise VpkitError(f"Model '{model_key}' optimises by hand, which train.accumulate cannot split into "
+                             "micro-batches; use train.accumulate=1.")
         self._check_out_dir(fresh=resume_from is None)
         if resume_from is not None:
             self._load_resume_state(Path(resume_from))
@@ -443,6 +450,8 @@ class Trainer:
     def _open_logs(self) -> None:
         """Start `metrics.jsonl` (a resumed run keeps the lines up to its step) and TensorBoard when installed."""
         self.metrics_path = self.out_dir / "metrics.jsonl"
+        if not self.world.main:  # only rank 0 writes
+            return
         kept: list[str] = []
         if self.resumed_from is not None and self.metrics_path.exists():
             for line in self.metrics_path.read_text().splitlines():
@@ -464,7 +473,9 @@ class Trainer:
         cfg = self.cfg
         loader = train_loader(self.train_set, cfg, self.data_position, self.device)  # checks the data first
         self._open_logs()
-        if self._resumed_rng is not None:
+        if self.world.distributed:
+            pass  # each step seeds every rank's RNGs from (seed, step, rank): see _train_step
+        elif self._resumed_rng is not None:
             set_rng_state(self._resumed_rng)
         else:
             seed_everything(cfg.seed)
@@ -482,7 +493,7 @@ class Trainer:
                 task = progress.add_task("train", total=cfg.steps, completed=self.step, rate="", loss="")
                 self._progress_bar, self._progress_task = progress, task
                 while self.step < cfg.steps:
-                    if stop.requested:
+                    if distributed.any_rank(stop.requested, self.world):
                         interrupted = True
                         break
                     batch = next(batches)
@@ -495,9 +506,11 @@ class Trainer:
                     self._log_train(logs)
                     self.hook.on_step_end(trainer=self, step=self.step, logs=logs)
                     final = self.step == cfg.steps
-                    if self.val_set is not None and self.predicts and (self.step % cfg.val_every == 0 or final):
+                    main = self.world.main  # validation and sample grids on rank 0 only
+                    if main and self.val_set is not None and self.predicts and (
+                            self.step % cfg.val_every == 0 or final):
                         self.validate()
-                    if self.predicts and (self.step % cfg.sample_every == 0 or final):
+                    if main and self.predicts and (self.step % cfg.sample_every == 0 or final):
                         self.write_samples()
                     if self.step % cfg.checkpoint_every == 0 or final:
                         self._save_last(step_copy=cfg.keep_step_checkpoints)
@@ -510,7 +523,8 @@ class Trainer:
             if self._tb is not None:
                 self._tb.close()
             self.hook.on_train_end(trainer=self)
-        if interrupted:
+        distributed.barrier(self.world)  # every rank returns once rank 0's last checkpoint is written
+        if interrupted and self.world.main:
             self.console.print(f"Interrupted at step {self.step}. Continue with --resume {self.last_path}")
         best = self.best_path if self.best_metric is not None and self.best_path.exists() else None
         return TrainResult(self.step, self.last_path, best, self.best_metric, interrupted)
@@ -532,21 +546,34 @@ class Trainer:
         return clips[:, : self.clip_length].to(self.device, non_blocking=True).float().div_(255)
 
     def _train_step(self, batch: Batch) -> dict[str, float]:
-        """One optimisation step; returns the floats to log (`loss`, the model's logs, `grad_norm` when clipping)."""
-        video = self._to_video(batch.clips)
+        """One optimisation step; returns the floats to log (`loss`, the model's logs, `grad_norm` when clipping),
+        averaged over processes and micro-batches. In a multi-process run this rank trains on its share of the
+        batch and gradients are averaged across ranks before clipping and the optimiser steps."""
+        video = self._to_video(distributed.shard(batch.clips, self.world))
         optimization = self.optimization
+        world, parts = self.world, self.cfg.accumulate
+        if world.distributed:
+            seed = derive_seed(self.cfg.seed, "step", self.step, world.rank)
+            _seed_cpu_rngs(seed)
+            if self.device.type == "cuda":
+                torch.cuda.manual_seed(seed)
         for optimizer in optimization.optimizers:
             optimizer.zero_grad(set_to_none=True)
         ctx = TrainContext(step=self.step, device=self.device, autocast=self.precision.autocast,
                            backward=self.precision.backward, optimizer_step=self._manual_optimizer_step)
-        with self.precision.autocast():
-            output = self.model.training_step(video, ctx)
-        loss = float(output.loss.detach())
-        if not math.isfinite(loss):
-            raise self._diverged(f"Loss became {loss}", step=self.step + 1)
-        logs = {"loss": loss, **{k: float(v) for k, v in output.logs.items()}}
+        sums: dict[str, float] = {}
+        for micro in video.chunk(parts) if parts > 1 else (video,):
+            with self.precision.autocast():
+                output = self.model.training_step(micro, ctx)
+            if not optimization.manual:
+                self.precision.backward(output.loss / parts if parts > 1 else output.loss)
+            for key, value in {"loss": output.loss.detach(), **output.logs}.items():
+                sums[key] = sums.get(key, 0.0) + float(value) / parts
+        logs = distributed.mean_logs(sums, world)
+        if not math.isfinite(logs["loss"]):
+            raise self._diverged(f"Loss became {logs['loss']}", step=self.step + 1)
         if not optimization.manual:
-            self.precision.backward(output.loss)
+            distributed.average_gradients(self.model.parameters(), world)
             for optimizer in optimization.optimizers:
                 self.precision.unscale_(optimizer)
             if self.cfg.grad_clip is not None:
@@ -555,6 +582,7 @@ class Trainer:
             for optimizer in optimization.optimizers:
                 self.precision.step(optimizer)
         self.precision.update()
+        distributed.broadcast_buffers(self.model, world)
         self._step_lr = float(optimization.optimizers[0].param_groups[0]["lr"])  # the rate this step used
         for scheduler in optimization.schedulers:
             scheduler.step()
@@ -562,7 +590,9 @@ class Trainer:
 
     def _manual_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         """`ctx.optimizer_step` for models that optimise by hand: unscale, clip this optimiser's parameters, step.
-        Under 16-mixed each optimiser may be stepped once per training step (one loss-scale update per step)."""
+        Under 16-mixed each optimiser may be stepped once per training step (one loss-scale update per step).
+        In a multi-process run its gradients are averaged across ranks first."""
+        distributed.average_gradients((p for group in optimizer.param_groups for p in group["params"]), self.world)
         self.precision.unscale_(optimizer)
         if self.cfg.grad_clip is not None:
             params = [p for group in optimizer.param_groups for p in group["params"]]
@@ -580,7 +610,7 @@ class Trainer:
     # -- logging ------------------------------------------------------------------------------------------------
     @contextlib.contextmanager
     def _progress(self) -> Iterator[Progress]:
-        disabled = self.console.quiet or not self.console.is_terminal
+        disabled = self.console.quiet or not self.console.is_terminal or not self.world.main
         progress = Progress(
             TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
             TextColumn("{task.fields[rate]}"), TextColumn("{task.fields[loss]}"), TimeRemainingColumn(),
@@ -592,10 +622,12 @@ class Trainer:
             yield progress
 
     def _print(self, message: str) -> None:
-        if not self.console.quiet:
+        if not self.console.quiet and self.world.main:
             self.console.print(message)
 
     def _write_line(self, record: dict[str, Any]) -> None:
+        if not self.world.main:
+            return
         with self.metrics_path.open("a") as fh:
             fh.write(json.dumps(record) + "\n")
 
@@ -728,6 +760,10 @@ class Trainer:
         for name, tensor in self.model.state_dict().items():
             if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
                 raise self._diverged(f"Weight '{name}' became non-finite", step=self.step)
+        if not self.world.main:  # rank 0 writes every file; the others only remember where it went
+            if with_state:
+                self.last_saved = path
+            return path
         train_meta: dict[str, Any] = {
             "step": self.step,
             "best": {self.cfg.val_metric: self.best_metric} if self.best_metric is not None else {},

@@ -44,6 +44,8 @@ class ToyConfig(BaseConfig):
     schedule: bool = True  # a StepLR schedule, so scheduler state has to survive a resume
     manual: bool = False  # two optimisers stepped by hand through ctx.backward / ctx.optimizer_step
     nan_at_step: int | None = None  # the loss becomes NaN from this step index on
+    batchnorm: bool = True  # False: no BatchNorm, so a batch's gradient is the mean of its videos' (data parallel)
+    noise: bool = True  # False: zero noise in training, so a step is a deterministic function of the batch
 
 
 class _StepGraph(nn.Module):
@@ -67,7 +69,8 @@ class ToyPredictor(VideoPredictor):
         self.frame_shape = tuple(frame_shape)  # type: ignore[assignment]
         channels = self.frame_shape[0]
         self.encoder = nn.Sequential(
-            nn.Conv2d(channels, config.hidden, 3, padding=1), nn.BatchNorm2d(config.hidden), nn.ReLU()
+            nn.Conv2d(channels, config.hidden, 3, padding=1),
+            nn.BatchNorm2d(config.hidden) if config.batchnorm else nn.Identity(), nn.ReLU()
         )
         self.noise_proj = nn.Linear(config.noise_dim, config.hidden)
         self.decoder = nn.Conv2d(config.hidden, channels, 3, padding=1)
@@ -79,6 +82,8 @@ class ToyPredictor(VideoPredictor):
         batch, length = video.shape[:2]
         # Random numbers drawn from the global RNG in training, as a VAE's posterior sample would be.
         noise = torch.randn(batch, length - 1, self.config.noise_dim, device=video.device)
+        if not self.config.noise:
+            noise = torch.zeros_like(noise)
         preds = torch.stack([self._step(video[:, t - 1], noise[:, t - 1]) for t in range(1, length)], dim=1)
         mse = F.mse_loss(preds.float(), video[:, 1:].float())
         loss = mse
