@@ -31,6 +31,8 @@ class TrainConfig(BaseConfig):
     accumulate: int = Field(1, gt=0, description="split each step's batch into this many micro-batches, one "
                             "backward each, gradients summed (for batches that do not fit in memory)")
     precision: Precision = "32"
+    check_amp: bool = Field(True, description="before a mixed-precision run, compare one step's loss in fp32 and "
+                            "mixed precision on the first batch; fall back to fp32 with a warning if they disagree")
     grad_clip: float | None = Field(None, gt=0, description="clip the global grad norm to this value")
     seed: int = 0
     num_workers: int = Field(0, ge=0)

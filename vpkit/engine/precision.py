@@ -8,6 +8,7 @@ bf16 has fp32's exponent and needs none.
 from __future__ import annotations
 
 import contextlib
+import math
 from contextlib import AbstractContextManager
 from typing import Any, get_args
 
@@ -100,3 +101,20 @@ def resolve_precision(name: str, device: torch.device | str) -> Precision:
         raise VpkitError(f"Precision 16-mixed is unsupported on {device.type}: it needs a CUDA GPU (fp16 gradient "
                          "scaling). Use train.precision=bf16-mixed or 32.")
     return Precision(name, device, torch.float16, torch.amp.GradScaler("cuda"))
+
+
+AMP_TOLERANCE = 0.05
+"""Largest relative difference between the fp32 and the mixed-precision loss of one step that `check_amp` accepts
+(bf16 keeps about 3 significant digits; a broken kernel or an overflow is off by far more, or not finite)."""
+
+
+def amp_disagreement(fp32: float, mixed: float, tolerance: float = AMP_TOLERANCE) -> str | None:
+    """Why a mixed-precision loss cannot be trusted next to the fp32 one, or None when it can."""
+    if not math.isfinite(mixed):
+        return f"the mixed-precision loss is {mixed} where fp32 gives {fp32:.6g}"
+    if not math.isfinite(fp32):
+        return None  # fp32 itself diverges: not autocast's fault, the trainer's NaN check reports it
+    if abs(mixed - fp32) > tolerance * max(abs(fp32), 1e-8):
+        return f"the mixed-precision loss {mixed:.6g} is {abs(mixed - fp32) / max(abs(fp32), 1e-8):.1%} off fp32's " \
+               f"{fp32:.6g} (tolerance {tolerance:.0%})"
+    return None

@@ -483,6 +483,7 @@ class Trainer:
         started = time.perf_counter()
         self._window = {"time": started, "step": self.step, "sums": {}, "count": 0}
         interrupted, saved, batches = False, -1, None
+        checked_amp = self.precision.dtype is None or not cfg.check_amp
         try:
             batches = iter(loader)
             if not self.predicts:
@@ -497,6 +498,9 @@ class Trainer:
                         interrupted = True
                         break
                     batch = next(batches)
+                    if not checked_amp:
+                        self._check_amp(batch)
+                        checked_amp = True
                     logs = self._train_step(batch)
                     self.step += 1
                     self.data_position = self._next_position(batch)
@@ -587,6 +591,34 @@ class Trainer:
         for scheduler in optimization.schedulers:
             scheduler.step()
         return logs
+
+    def _check_amp(self, batch: Batch) -> None:
+        """ultralytics-style AMP check: one step's loss on this batch, on a copy of the model, in fp32 and under
+        autocast from the same RNG state; when they disagree (any rank), warn and train in fp32 instead. Nothing of
+        the run changes: not the model, its BatchNorm statistics, the optimisers or the RNG streams."""
+        import copy
+
+        from vpkit.engine.precision import amp_disagreement, resolve_precision
+
+        video = self._to_video(distributed.shard(batch.clips, self.world))
+        probe = copy.deepcopy(self.model).train()
+        losses = []
+        for autocast in (contextlib.nullcontext, self.precision.autocast):
+            ctx = TrainContext(step=self.step, device=self.device, autocast=autocast,
+                               backward=lambda loss: None, optimizer_step=lambda optimizer: None)
+            with preserve_rng(self.device), autocast(), torch.no_grad():
+                seed = derive_seed(self.cfg.seed, "check-amp")
+                _seed_cpu_rngs(seed)
+                if self.device.type == "cuda":
+                    torch.cuda.manual_seed(seed)
+                losses.append(float(probe.training_step(video, ctx).loss.detach()))
+        del probe
+        problem = amp_disagreement(*losses)
+        if distributed.any_rank(problem is not None, self.world):
+            name = self.precision.name
+            self.precision = resolve_precision("32", self.device)
+            self.console.print(f"[yellow]warning:[/] {name} failed the AMP check ({problem or 'on another rank'}); "
+                               "training in fp32 instead (train.check_amp=false skips the check).")
 
     def _manual_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         """`ctx.optimizer_step` for models that optimise by hand: unscale, clip this optimiser's parameters, step.
