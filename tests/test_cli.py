@@ -116,3 +116,16 @@ def test_same_seed_gives_the_same_run(tmp_path):
         weights.append(load_file(str(tmp_path / name / "checkpoints" / "last" / "model.safetensors")))
     assert weights[0].keys() == weights[1].keys()
     assert all((weights[0][k] == weights[1][k]).all() for k in weights[0])
+
+
+def test_a_bare_set_key_is_a_model_field():
+    from vpkit.cli.train import plan_run
+    from vpkit.core.errors import VpkitError
+    from vpkit.core.plugins import get_host
+
+    host = get_host()
+    spec = host.models.get("svg-lp")
+    plan = plan_run(host, spec, preset="tiny", dataset=None, config_file=None, overrides=["z_dim=7"], train_args={})
+    assert plan.model_cfg.z_dim == 7
+    with pytest.raises(VpkitError, match="Unknown section 'zz_dim'"):
+        plan_run(host, spec, preset="tiny", dataset=None, config_file=None, overrides=["zz_dim=7"], train_args={})

@@ -68,6 +68,8 @@ def plan_run(
     recipe = spec.presets[preset_name]
     file_cfg = load_yaml(config_file) if config_file else {}
     set_cfg = parse_overrides(overrides)
+    for key in [k for k in set_cfg if k not in _SECTIONS and k != "dataset" and k in spec.config_cls.model_fields]:
+        set_cfg.setdefault("model", {})[key] = set_cfg.pop(key)  # a bare key names a model field
     for layer, origin in ((file_cfg, f"config file {config_file}"), (set_cfg, "--set")):
         unknown = set(layer) - set(_SECTIONS) - {"dataset"}
         if unknown:
@@ -106,7 +108,8 @@ def train_command(
     dataset: str = typer.Option(None, "--dataset", "-d", help="Dataset name (default: the preset's)."),
     config: Path = typer.Option(None, "--config", "-c", help="YAML file with model:/data:/train: sections."),
     overrides: list[str] = typer.Option([], "--set", help="Override any config key: --set train.lr=... "
-                                        "--set model.z_dim=16 --set data.num_digits=1 (repeatable)."),
+                                        "--set model.z_dim=16 --set data.num_digits=1 (repeatable); a bare key "
+                                        "is a model field (--set z_dim=16)."),
     steps: int = typer.Option(None, "--steps", help="Optimisation steps (train.steps)."),
     batch_size: int = typer.Option(None, "--batch-size", "-b", help="Videos per step (train.batch_size)."),
     precision: str = typer.Option(None, "--precision", help="32 | bf16-mixed | 16-mixed (train.precision)."),
