@@ -27,14 +27,18 @@ def preset_frame_shape(preset: Preset) -> tuple[int, int, int] | None:
 
 
 def count_parameters(spec: ModelSpec, preset_name: str) -> int | None:
-    """Trainable parameters of `spec` built with a preset (on the meta device: no memory, no init cost)."""
+    """Trainable parameters of `spec` built with a preset (on the meta device: no memory, no init cost); None when
+    the preset cannot be built alone (a model stacked on another's checkpoint, e.g. diffuse-ddlp over a DDLP)."""
     preset = spec.presets[preset_name]
     shape = preset_frame_shape(preset)
     if shape is None:
         return None
     config = build_config(spec.config_cls, preset.model, what=f"preset '{preset_name}' of {spec.name}")
-    with torch.device("meta"):
-        model = spec.build(config, shape)
+    try:
+        with torch.device("meta"):
+            model = spec.build(config, shape)
+    except VpkitError:
+        return None
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 

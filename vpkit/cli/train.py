@@ -201,7 +201,8 @@ def train_command(
                   + (f"; best ({plan.train_cfg.val_metric} {result.best_metric:.4f}): [bold]{result.best}[/]"
                      if result.best is not None and result.best_metric is not None else ""))
     target = result.best or result.last
-    console.print(f"Next: vpkit eval {target} --samples 100")
+    if n_future > 0:  # a model that predicts no frames (an image model) has nothing for `vpkit eval` to score
+        console.print(f"Next: vpkit eval {target} --samples 100")
 
 
 LAUNCHER_OPTIONS = ("--devices", "--nnodes", "--node-rank", "--rdzv-endpoint")
