@@ -135,6 +135,13 @@ def register_importers(register) -> None:
         description="official taldatech/ddlp run (DLPv2 or DDLP): hparams.json + the state_dict .pth "
                     "(a run directory or the .pth)",
     ))
+    from vpkit_ddlp.diffuse_import import load_official_diffuse
+
+    register(ImporterSpec(
+        name="diffuse-ddlp", load=load_official_diffuse,
+        description="official DiffuseDDLP result folder (diffusion_hparams.json, saves/model.pth with the EMA, "
+                    "latent_stats.pth) over its official DDLP run (--set ddlp=DIR_OR_PTH, else the recorded path)",
+    ))
 
 
 @vpkit.hookimpl
