@@ -40,6 +40,7 @@ __all__ = [
     "ModuleStandIn",
     "RefusedGlobal",
     "load_legacy",
+    "load_standin_weights",
     "module_state_dict",
     "pickled_name",
 ]
@@ -372,3 +373,26 @@ def _collect(module: Any, prefix: str, state: dict[str, Tensor], ancestors: tupl
     for name, child in children.items():
         if child is not None:
             _collect(child, f"{prefix}{name}.", state, ancestors)
+
+
+def load_standin_weights(model: torch.nn.Module, networks: Mapping[str, ModuleStandIn], *, path: Path,
+                         what: str) -> None:
+    """Copy every parameter and buffer of the pickled `networks` (official name -> stand-in) into `model`, whose
+    submodules carry the same names; names and shapes must match exactly. BatchNorm batch counters that older
+    PyTorch did not save start at 0. `what` names the model in the error (e.g. "SVG 'dcgan64'")."""
+    state: dict[str, Tensor] = {}
+    for name, module in networks.items():
+        state.update(module_state_dict(module, prefix=f"{name}."))
+    expected = model.state_dict()
+    for key, value in expected.items():
+        if key.endswith(".num_batches_tracked") and key not in state:
+            state[key] = torch.zeros_like(value)
+    missing = [key for key in expected if key not in state]
+    unexpected = [key for key in state if key not in expected]
+    wrong = [f"{key} {tuple(state[key].shape)} vs {tuple(value.shape)}"
+             for key, value in expected.items() if key in state and state[key].shape != value.shape]
+    if missing or unexpected or wrong:
+        problems = [f"missing {k}" for k in missing[:3]] + [f"unexpected {k}" for k in unexpected[:3]] + wrong[:3]
+        raise VpkitError(f"{path}: the weights do not fit {what} as its options describe it "
+                         f"({'; '.join(problems)}).")
+    model.load_state_dict({key: value.to(expected[key].dtype) for key, value in state.items()})

@@ -18,13 +18,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import torch
-from torch import Tensor
-
 from vpkit.core.config import build_config
 from vpkit.core.errors import VpkitError, did_you_mean
 from vpkit.core.model import VideoPredictor
-from vpkit.engine.legacy_pickle import ModuleStandIn, load_legacy, module_state_dict
+from vpkit.engine.legacy_pickle import ModuleStandIn, load_legacy, load_standin_weights
 from vpkit_slamp.config import SPATIAL, SLAMPConfig
 
 NETWORKS = ("static_frame_predictor", "dynamic_frame_predictor", "posterior_app", "prior_app", "posterior_motion",
@@ -156,19 +153,4 @@ def _data_config(opt: Mapping[str, Any]) -> dict[str, Any]:
 
 def load_weights(path: Path, model: VideoPredictor, networks: Mapping[str, ModuleStandIn]) -> None:
     """Copy every pickled parameter and buffer into `model`; names and shapes must match exactly."""
-    state: dict[str, Tensor] = {}
-    for name, module in networks.items():
-        state.update(module_state_dict(module, prefix=f"{name}."))
-    expected = model.state_dict()
-    for key, value in expected.items():
-        if key.endswith(".num_batches_tracked") and key not in state:  # older PyTorch had no BN batch counter
-            state[key] = torch.zeros_like(value)
-    missing = [key for key in expected if key not in state]
-    unexpected = [key for key in state if key not in expected]
-    wrong = [f"{key} {tuple(state[key].shape)} vs {tuple(value.shape)}"
-             for key, value in expected.items() if key in state and state[key].shape != value.shape]
-    if missing or unexpected or wrong:
-        problems = [f"missing {k}" for k in missing[:3]] + [f"unexpected {k}" for k in unexpected[:3]] + wrong[:3]
-        raise VpkitError(f"{path}: the weights do not fit SLAMP '{model.config.architecture}' as its options "
-                         f"describe it ({'; '.join(problems)}).")
-    model.load_state_dict({key: value.to(expected[key].dtype) for key, value in state.items()})
+    load_standin_weights(model, networks, path=path, what=f"SLAMP '{model.config.architecture}'")

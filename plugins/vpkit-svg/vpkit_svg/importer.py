@@ -15,12 +15,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import torch
-from torch import Tensor
-
 from vpkit.core.config import build_config
 from vpkit.core.errors import VpkitError, did_you_mean
-from vpkit.engine.legacy_pickle import ModuleStandIn, load_legacy, module_state_dict, pickled_name
+from vpkit.engine.legacy_pickle import (
+    ModuleStandIn,
+    load_legacy,
+    load_standin_weights,
+    module_state_dict,
+    pickled_name,
+)
 from vpkit_svg.config import FRAME_SIZE, SVGConfig
 from vpkit_svg.model import SVG
 
@@ -187,21 +190,4 @@ def _dataset_name(path: Path, opt: Mapping[str, Any], options: Mapping[str, Any]
 
 def _load_weights(path: Path, model: SVG, networks: Mapping[str, ModuleStandIn]) -> None:
     """Copy every pickled parameter and buffer into `model`; shapes and names must match exactly."""
-    state: dict[str, Tensor] = {}
-    for name, module in networks.items():
-        for key, value in module_state_dict(module, prefix=f"{name}.").items():
-            state[key] = value
-    expected = model.state_dict()
-    for key, value in expected.items():
-        # PyTorch 0.3 (which wrote the released files) had no BatchNorm batch counter.
-        if key.endswith(".num_batches_tracked") and key not in state:
-            state[key] = torch.zeros_like(value)
-    missing = [key for key in expected if key not in state]
-    unexpected = [key for key in state if key not in expected]
-    wrong = [f"{key} {tuple(state[key].shape)} vs {tuple(value.shape)}"
-             for key, value in expected.items() if key in state and state[key].shape != value.shape]
-    if missing or unexpected or wrong:
-        problems = [f"missing {k}" for k in missing[:3]] + [f"unexpected {k}" for k in unexpected[:3]] + wrong[:3]
-        raise VpkitError(f"{path}: the weights do not fit SVG '{model.config.architecture}' as its options describe "
-                         f"it ({'; '.join(problems)}).")
-    model.load_state_dict({key: value.to(expected[key].dtype) for key, value in state.items()})
+    load_standin_weights(model, networks, path=path, what=f"SVG '{model.config.architecture}'")
