@@ -146,33 +146,89 @@ class SLAMP(VideoPredictor):
         c = self.config
         teacher_p = teacher_probability(c.sch_sampling, ctx.step // c.epoch_size)
         with ctx.autocast():
-            noise = {
-                "posterior_app": torch.randn(batch, steps, c.z_dim_app, device=video.device, dtype=video.dtype),
-                "posterior_motion": torch.randn(batch, steps, c.z_dim_motion, device=video.device, dtype=video.dtype),
-            }
-            use_truth = None
-            if c.sch_sampling:
-                use_truth = (torch.rand(steps) < teacher_p).tolist()
+            noise = {name: torch.randn(batch, steps, *self.latent_shape(z), device=video.device, dtype=video.dtype)
+                     for name, z in (("posterior_app", c.z_dim_app), ("posterior_motion", c.z_dim_motion))}
+            use_truth = (torch.rand(steps) < teacher_p).tolist() if c.sch_sampling else None
             terms = self.loss_terms(video, noise, use_truth)
         logs = {name: getattr(terms, name).detach() / length for name in ("pixel_mse", "flow_mse", "mask_mse", "kld")}
         logs["teacher_p"] = teacher_p
         return StepOutput(terms.loss, logs)
 
+    def latent_shape(self, z_dim: int) -> tuple[int, ...]:
+        """Shape of one video's latent of `z_dim` channels: a vector here, a map in the KITTI/Cityscapes variant."""
+        return (z_dim,)
+
     def loss_terms(self, video: Tensor, noise: Mapping[str, Tensor], use_truth: list[bool] | None = None
                    ) -> LossTerms:
         """Official `train_step` objective on `video` `[B, T, C, H, W]`.
 
-        `noise` holds the posteriors' standard-normal draws, `posterior_app` `[B, T-1, z_dim_app]` and
-        `posterior_motion` `[B, T-1, z_dim_motion]`. `use_truth[i-1]` (scheduled sampling) says whether the input
-        after step i >= n_context is the ground truth x_i (True) or the detached fused prediction; None: always the
-        ground truth. When every input is the ground truth, the convolutional networks run once over all frames
-        (`batched_loss_terms`); otherwise frame by frame, as official (`loop_loss_terms`)."""
+        `noise` holds the posteriors' standard-normal draws, `posterior_app` `[B, T-1, *latent_shape(z_dim_app)]`
+        and `posterior_motion` `[B, T-1, *latent_shape(z_dim_motion)]`. `use_truth[i-1]` (scheduled sampling) says
+        whether the input after step i >= n_context is the ground truth x_i (True) or the detached fused
+        prediction; None: always the ground truth. When every input is the ground truth, the convolutional
+        networks run once over all frames (`batched_loss_terms`); otherwise frame by frame, as official
+        (`loop_loss_terms`). KL terms sum over every latent entry and divide by B."""
         if video.shape[1] < 2:
             raise VpkitError(f"SLAMP trains on clips of at least 2 frames; got {video.shape[1]}.")
         n_context = self.config.n_context
         if use_truth is None or all(use_truth[n_context - 1:]):
             return self.batched_loss_terms(video, noise)
         return self.loop_loss_terms(video, noise, use_truth)
+
+    # Encoding is what the 64x64 and the KITTI/Cityscapes variants do differently; the recurrences, the decoding and
+    # the losses below are shared.
+
+    def encode_clip(self, video: Tensor) -> tuple[Tensor, Tensor, list[Tensor]]:
+        """Every frame of `video` through the encoders at once, with the official loop's BatchNorm behaviour:
+        pixel codes `[B, T, ...]`, motion codes `[B, T, ...]` (slice 0 the "zero motion" cat(x_0, x_0), slice i the
+        pair cat(x_{i-1}, x_i)) and the frames' skips `[B*T, ...]`."""
+        batch, length = video.shape[:2]
+        steps = length - 1
+        shape = video.shape[2:]
+        # pixel encoder: official calls x_0, x_1, x_1, x_2, x_2, ..., x_{T-1} (input then target of each step)
+        order = [0] + [t for t in range(1, steps) for _ in range(2)] + [steps]
+        with time_grouped(self.pixel_encoder, length, order):
+            codes, frame_skips = self.pixel_encoder(video.reshape(batch * length, *shape))
+        # official order at step 1: the pair, then the zero motion
+        previous = torch.cat([video[:, :1], video[:, :-1]], dim=1)
+        pairs = torch.cat([previous, video], dim=2).reshape(batch * length, 2 * shape[0], *shape[1:])
+        with time_grouped(self.motion_encoder, length, [1, 0, *range(2, length)]):
+            motions = self.motion_encoder(pairs)[0]
+        return codes.view(batch, length, -1), motions.view(batch, length, -1), frame_skips
+
+    def encode_step(self, x_in: Tensor, target: Tensor, first: bool
+                    ) -> tuple[Tensor, Tensor, Tensor, Tensor | None, list[Tensor]]:
+        """One official step's encoder calls, in the official order: (h of the input, h of the target, the pair's
+        motion code, the "zero motion" code at the first step (else None), the input's skips)."""
+        h, skip = self.pixel_encoder(x_in)
+        h_target = self.pixel_encoder(target)[0]
+        h_motion = self.motion_encoder(torch.cat([x_in, target], dim=1))[0]
+        zero = self.motion_encoder(torch.cat([x_in, x_in], dim=1))[0] if first else None
+        return h, h_target, h_motion, zero, list(skip)
+
+    def _recurrences(self, batch: int, like: Tensor):
+        """A closure running one step of the four Gaussian LSTMs and two predictors on shared states:
+        `(h, h_target, h_motion, last_motion, eps_app, eps_motion) -> (g_app, g_motion, KL of this step)`."""
+        states = {name: getattr(self, name).init_state(batch, device=like.device, dtype=like.dtype)
+                  for name in (*GAUSSIANS, *PREDICTORS)}
+
+        def run(name: str, *inputs: Tensor):
+            *out, states[name] = getattr(self, name).step(*inputs[:1], states[name], *inputs[1:])
+            return out
+
+        def step(h: Tensor, h_target: Tensor, h_motion: Tensor, last_motion: Tensor, eps_app: Tensor,
+                 eps_motion: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+            z_app, mu_app, logvar_app = run("posterior_app", h_target, eps_app)
+            _, mu_app_p, logvar_app_p = run("prior_app", h, torch.zeros_like(z_app))
+            z_mot, mu_mot, logvar_mot = run("posterior_motion", h_motion, eps_motion)
+            _, mu_mot_p, logvar_mot_p = run("prior_motion", last_motion, torch.zeros_like(z_mot))
+            (g_app,) = run("static_frame_predictor", torch.cat([h, z_app], dim=1))
+            (g_mot,) = run("dynamic_frame_predictor", torch.cat([last_motion, z_mot], dim=1))
+            kld = kl_gaussians(*map(_full, (mu_app, logvar_app, mu_app_p, logvar_app_p))).sum() / batch
+            kld = kld + kl_gaussians(*map(_full, (mu_mot, logvar_mot, mu_mot_p, logvar_mot_p))).sum() / batch
+            return g_app, g_mot, kld
+
+        return step
 
     def batched_loss_terms(self, video: Tensor, noise: Mapping[str, Tensor]) -> LossTerms:
         """The official objective with every input the ground truth, the conv networks called once per clip.
@@ -183,42 +239,16 @@ class SLAMP(VideoPredictor):
         identical results; here it is encoded once and its running-stat update counted twice."""
         batch, length = video.shape[:2]
         steps = length - 1
-        shape = video.shape[2:]
-        # pixel encoder: official calls x_0, x_1, x_1, x_2, x_2, ..., x_{T-1} (input then target of each step)
-        order = [0] + [t for t in range(1, steps) for _ in range(2)] + [steps]
-        with time_grouped(self.pixel_encoder, length, order):
-            codes, frame_skips = self.pixel_encoder(video.reshape(batch * length, *shape))
-        codes = codes.view(batch, length, -1)
-        # motion encoder: slice 0 is the "zero motion" cat(x_0, x_0), slice i the pair cat(x_{i-1}, x_i); official
-        # order at step 1 is the pair, then the zero motion
-        previous = torch.cat([video[:, :1], video[:, :-1]], dim=1)
-        pairs = torch.cat([previous, video], dim=2).reshape(batch * length, 2 * shape[0], *shape[1:])
-        with time_grouped(self.motion_encoder, length, [1, 0, *range(2, length)]):
-            motions = self.motion_encoder(pairs)[0].view(batch, length, -1)
-
-        states = {name: getattr(self, name).init_state(batch, device=video.device, dtype=video.dtype)
-                  for name in (*GAUSSIANS, *PREDICTORS)}
+        codes, motions, frame_skips = self.encode_clip(video)
+        step = self._recurrences(batch, video)
         kld = video.new_zeros((), dtype=torch.float32)
         g_apps, g_motions = [], []
         for i in range(1, length):
-            h, h_target, h_motion, last_motion = codes[:, i - 1], codes[:, i], motions[:, i], motions[:, i - 1]
-            net = self.posterior_app
-            z_app, mu_app, logvar_app, states["posterior_app"] = net.step(
-                h_target, states["posterior_app"], noise["posterior_app"][:, i - 1])
-            _, mu_app_p, logvar_app_p, states["prior_app"] = self.prior_app.step(
-                h, states["prior_app"], torch.zeros_like(z_app))
-            z_mot, mu_mot, logvar_mot, states["posterior_motion"] = self.posterior_motion.step(
-                h_motion, states["posterior_motion"], noise["posterior_motion"][:, i - 1])
-            _, mu_mot_p, logvar_mot_p, states["prior_motion"] = self.prior_motion.step(
-                last_motion, states["prior_motion"], torch.zeros_like(z_mot))
-            g_app, states["static_frame_predictor"] = self.static_frame_predictor.step(
-                torch.cat([h, z_app], dim=1), states["static_frame_predictor"])
-            g_mot, states["dynamic_frame_predictor"] = self.dynamic_frame_predictor.step(
-                torch.cat([last_motion, z_mot], dim=1), states["dynamic_frame_predictor"])
+            g_app, g_mot, kl = step(codes[:, i - 1], codes[:, i], motions[:, i], motions[:, i - 1],
+                                    noise["posterior_app"][:, i - 1], noise["posterior_motion"][:, i - 1])
             g_apps.append(g_app)
             g_motions.append(g_mot)
-            kld = kld + kl_gaussians(*map(_full, (mu_app, logvar_app, mu_app_p, logvar_app_p))).sum() / batch
-            kld = kld + kl_gaussians(*map(_full, (mu_mot, logvar_mot, mu_mot_p, logvar_mot_p))).sum() / batch
+            kld = kld + kl
 
         # decoder skips of step i: the running mean of the skips of frames 0 .. i-1
         counts = torch.arange(1, length, device=video.device, dtype=video.dtype)
@@ -226,12 +256,11 @@ class SLAMP(VideoPredictor):
         for skip in frame_skips:
             skip = skip.view(batch, length, *skip.shape[1:])[:, :-1]
             mean = skip.cumsum(dim=1) / counts.view(1, steps, *([1] * (skip.dim() - 2)))
-            skips.append(mean.reshape(batch * steps, *skip.shape[2:]))
-        inputs = video[:, :-1].reshape(batch * steps, *shape)
+            skips.append(mean.flatten(0, 1))
         order = range(steps)  # the decoders and the mask net: one call per step
         with (time_grouped(self.pixel_decoder, steps, order), time_grouped(self.flow_decoder, steps, order),
               time_grouped(self.mask_decoder, steps, order)):
-            pixel, warped, _, fused = self.fuse(inputs, torch.stack(g_apps, 1).flatten(0, 1),
+            pixel, warped, _, fused = self.fuse(video[:, :-1].flatten(0, 1), torch.stack(g_apps, 1).flatten(0, 1),
                                                 torch.stack(g_motions, 1).flatten(0, 1), skips)
         target = _full(video[:, 1:])
 
@@ -249,45 +278,28 @@ class SLAMP(VideoPredictor):
         batch, length = video.shape[:2]
         n_context = self.config.n_context
         frames = video.unbind(1)
-        states = {name: getattr(self, name).init_state(batch, device=video.device, dtype=video.dtype)
-                  for name in (*GAUSSIANS, *PREDICTORS)}
-
-        def gaussian(name: str, h: Tensor, eps: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-            z, mu, logvar, states[name] = getattr(self, name).step(h, states[name], eps)
-            return z, mu, logvar
-
-        def predictor(name: str, x: Tensor) -> Tensor:
-            out, states[name] = getattr(self, name).step(x, states[name])
-            return out
-
+        step = self._recurrences(batch, video)
         pixel_mse = flow_mse = mask_mse = kld = video.new_zeros((), dtype=torch.float32)
         x_in = frames[0]
         skips: list[Tensor] = []
-        last_motion = None
+        last_motion: Tensor | None = None
         for i in range(1, length):
             target = frames[i]
-            h, skip = self.pixel_encoder(x_in)
-            h_target = self.pixel_encoder(target)[0]
-            h_motion = self.motion_encoder(torch.cat([x_in, target], dim=1))[0]
+            h, h_target, h_motion, zero, skip = self.encode_step(x_in, target, first=i == 1)
             if i == 1:
-                last_motion = self.motion_encoder(torch.cat([frames[0], frames[0]], dim=1))[0]
-                skips = list(skip)
+                last_motion, skips = zero, skip
             else:
                 skips = [(s * (i - 1) + new) / i for s, new in zip(skips, skip, strict=True)]
-            z_app, mu_app, logvar_app = gaussian("posterior_app", h_target, noise["posterior_app"][:, i - 1])
-            _, mu_app_p, logvar_app_p = gaussian("prior_app", h, torch.zeros_like(z_app))
-            z_mot, mu_mot, logvar_mot = gaussian("posterior_motion", h_motion, noise["posterior_motion"][:, i - 1])
-            _, mu_mot_p, logvar_mot_p = gaussian("prior_motion", last_motion, torch.zeros_like(z_mot))
-            g_app = predictor("static_frame_predictor", torch.cat([h, z_app], dim=1))
-            g_mot = predictor("dynamic_frame_predictor", torch.cat([last_motion, z_mot], dim=1))
+            assert last_motion is not None
+            g_app, g_mot, kl = step(h, h_target, h_motion, last_motion, noise["posterior_app"][:, i - 1],
+                                    noise["posterior_motion"][:, i - 1])
             pixel, warped, _, fused = self.fuse(x_in, g_app, g_mot, skips)
             last_motion = h_motion
 
             pixel_mse = pixel_mse + F.mse_loss(_full(pixel), _full(target))
             flow_mse = flow_mse + F.mse_loss(_full(warped), _full(target))
             mask_mse = mask_mse + F.mse_loss(_full(fused), _full(target))
-            kld = kld + kl_gaussians(*map(_full, (mu_app, logvar_app, mu_app_p, logvar_app_p))).sum() / batch
-            kld = kld + kl_gaussians(*map(_full, (mu_mot, logvar_mot, mu_mot_p, logvar_mot_p))).sum() / batch
+            kld = kld + kl
             if use_truth is None or i < n_context or use_truth[i - 1]:
                 x_in = target
             else:
@@ -308,11 +320,12 @@ class SLAMP(VideoPredictor):
         for the predicted ones, for the appearance and the motion latents."""
         c = self.config
         past = max(n_context - 1, 0)
+        app, mot = self.latent_shape(c.z_dim_app), self.latent_shape(c.z_dim_motion)
         return {
-            "posterior_app_noise": (batch, past, c.z_dim_app),
-            "posterior_motion_noise": (batch, past, c.z_dim_motion),
-            "prior_app_noise": (batch, horizon, c.z_dim_app),
-            "prior_motion_noise": (batch, horizon, c.z_dim_motion),
+            "posterior_app_noise": (batch, past, *app),
+            "posterior_motion_noise": (batch, past, *mot),
+            "prior_app_noise": (batch, horizon, *app),
+            "prior_motion_noise": (batch, horizon, *mot),
         }
 
     def export_plan(self) -> ExportPlan:

@@ -17,7 +17,6 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vpkit.core.errors import VpkitError
@@ -25,8 +24,6 @@ from vpkit.core.model import (
     Backend,
     ExportPlan,
     Graph,
-    StepOutput,
-    TrainContext,
     VideoPredictor,
 )
 from vpkit.engine.batchnorm import time_grouped, use_batch_stats_in_eval
@@ -35,11 +32,8 @@ from vpkit_slamp.model import (
     PREDICTORS,
     SLAMP,
     LossTerms,
-    _full,
     _GaussianStep,
     _PredictorStep,
-    kl_gaussians,
-    teacher_probability,
 )
 from vpkit_slamp.networks import MaskPredictor, init_weights
 from vpkit_slamp.spatial_networks import (
@@ -99,7 +93,7 @@ class SpatialSLAMP(SLAMP):
         """The 12 official modules by their official names, in the official dict order (one Adam each)."""
         return {name: getattr(self, name) for name in (*PREDICTORS, *GAUSSIANS, *CONV_NETS)}
 
-    def _latent_shape(self, z_dim: int) -> tuple[int, ...]:
+    def latent_shape(self, z_dim: int) -> tuple[int, ...]:
         return (z_dim, *self.geometry.latent)
 
     def _check_frames(self, video: Tensor, what: str) -> None:
@@ -109,178 +103,44 @@ class SpatialSLAMP(SLAMP):
 
     # -- training -------------------------------------------------------------------------------------------------
 
-    def training_step(self, video: Tensor, ctx: TrainContext) -> StepOutput:
-        """The official loss on a clip `[B, T, C, H, W]`; logs the three MSEs and the KL divided by T, as the
-        official script prints them, and the scheduled-sampling probability."""
-        batch, length = video.shape[:2]
-        steps = length - 1
-        c = self.config
-        teacher_p = teacher_probability(c.sch_sampling, ctx.step // c.epoch_size)
-        with ctx.autocast():
-            noise = {name: torch.randn(batch, steps, *self._latent_shape(z), device=video.device, dtype=video.dtype)
-                     for name, z in (("posterior_app", c.z_dim_app), ("posterior_motion", c.z_dim_motion))}
-            use_truth = (torch.rand(steps) < teacher_p).tolist() if c.sch_sampling else None
-            terms = self.loss_terms(video, noise, use_truth)
-        logs = {name: getattr(terms, name).detach() / length for name in ("pixel_mse", "flow_mse", "mask_mse", "kld")}
-        logs["teacher_p"] = teacher_p
-        return StepOutput(terms.loss, logs)
-
     def loss_terms(self, video: Tensor, noise: Mapping[str, Tensor], use_truth: list[bool] | None = None
                    ) -> LossTerms:
-        """Official `train_step` objective (its `is_real_dataset` branch) on `video` `[B, T, C, H, W]`.
-
-        `noise` holds the posteriors' standard-normal draws, `posterior_app` `[B, T-1, z_dim_app, h, w]` and
-        `posterior_motion` `[B, T-1, z_dim_motion, h, w]` (h x w: the latent map). `use_truth[i-1]` (scheduled
-        sampling) says whether the input after step i >= n_context is the ground truth x_i (True) or the detached
-        fused prediction; None: always the ground truth. The KL terms sum over channels and positions, / B. When
-        every input is the ground truth the conv networks run once over all frames (`batched_loss_terms`);
-        otherwise frame by frame, as official (`loop_loss_terms`)."""
+        """`SLAMP.loss_terms` (official `train_step`, its `is_real_dataset` branch) after checking the frame size;
+        the latents are maps `[z_dim, h, w]` and the KL sums over channels and positions."""
         self._check_frames(video, "the training clip")
         return super().loss_terms(video, noise, use_truth)
 
-    def batched_loss_terms(self, video: Tensor, noise: Mapping[str, Tensor]) -> LossTerms:
-        """The official objective with every input the ground truth, each conv network called once per clip.
-
-        Same math as `loop_loss_terms`: every BatchNorm normalises each time slice with its own statistics and
-        updates its running statistics in the official call order (`vpkit.engine.batchnorm.time_grouped`). The
-        official loop encodes every inner frame twice (as step i's target and step i+1's input) with identical
-        results; here once, its running-stat update counted twice."""
+    def encode_clip(self, video: Tensor) -> tuple[Tensor, Tensor, list[Tensor]]:
+        """Every frame through the image encoder, its code maps through the pixel encoder and the pairs of code maps
+        through the motion encoder, each once per clip with the official loop's BatchNorm behaviour."""
         batch, length = video.shape[:2]
         steps = length - 1
-        frames = video.reshape(batch * length, *video.shape[2:])
         # image and pixel encoders: official calls x_0, x_1, x_1, x_2, x_2, ..., x_{T-1} (input, target per step)
         order = [0] + [t for t in range(1, steps) for _ in range(2)] + [steps]
         with time_grouped(self.img_encoder, length, order):
-            codes, frame_skips = self.img_encoder(frames)
+            codes, frame_skips = self.img_encoder(video.flatten(0, 1))
         with time_grouped(self.pixel_encoder, length, order):
             hs = self.pixel_encoder(codes)
-        hs = hs.view(batch, length, *hs.shape[1:])
-        # motion encoder: slice 0 is the "zero motion" cat(c_0, c_0), slice i the pair cat(c_{i-1}, c_i) of code
-        # maps; the official order at step 1 is the pair, then the zero motion
+        # motion: slice 0 the "zero motion" cat(c_0, c_0), slice i cat(c_{i-1}, c_i); official order: pair, zero
         codes = codes.view(batch, length, *codes.shape[1:])
         pairs = torch.cat([torch.cat([codes[:, :1], codes[:, :-1]], dim=1), codes], dim=2)
         with time_grouped(self.motion_encoder, length, [1, 0, *range(2, length)]):
             motions = self.motion_encoder(pairs.flatten(0, 1))
-        motions = motions.view(batch, length, *motions.shape[1:])
+        return hs.view(batch, length, *hs.shape[1:]), motions.view(batch, length, *motions.shape[1:]), frame_skips
 
-        states = {name: getattr(self, name).init_state(batch, device=video.device, dtype=video.dtype)
-                  for name in (*GAUSSIANS, *PREDICTORS)}
-
-        def gaussian(name: str, h: Tensor, eps: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-            z, mu, logvar, states[name] = getattr(self, name).step(h, states[name], eps)
-            return z, mu, logvar
-
-        def predictor(name: str, x: Tensor) -> Tensor:
-            out, states[name] = getattr(self, name).step(x, states[name])
-            return out
-
-        kld = video.new_zeros((), dtype=torch.float32)
-        g_apps, g_motions = [], []
-        for i in range(1, length):
-            h, h_target, h_motion, last_motion = hs[:, i - 1], hs[:, i], motions[:, i], motions[:, i - 1]
-            z_app, mu_app, logvar_app = gaussian("posterior_app", h_target, noise["posterior_app"][:, i - 1])
-            _, mu_app_p, logvar_app_p = gaussian("prior_app", h, torch.zeros_like(z_app))
-            z_mot, mu_mot, logvar_mot = gaussian("posterior_motion", h_motion, noise["posterior_motion"][:, i - 1])
-            _, mu_mot_p, logvar_mot_p = gaussian("prior_motion", last_motion, torch.zeros_like(z_mot))
-            g_apps.append(predictor("static_frame_predictor", torch.cat([h, z_app], dim=1)))
-            g_motions.append(predictor("dynamic_frame_predictor", torch.cat([last_motion, z_mot], dim=1)))
-            kld = kld + kl_gaussians(*map(_full, (mu_app, logvar_app, mu_app_p, logvar_app_p))).sum() / batch
-            kld = kld + kl_gaussians(*map(_full, (mu_mot, logvar_mot, mu_mot_p, logvar_mot_p))).sum() / batch
-
-        # decoder skips of step i: the running mean of the skips of frames 0 .. i-1
-        counts = torch.arange(1, length, device=video.device, dtype=video.dtype)
-        skips = []
-        for skip in frame_skips:
-            skip = skip.view(batch, length, *skip.shape[1:])[:, :-1]
-            mean = skip.cumsum(dim=1) / counts.view(1, steps, 1, 1, 1)
-            skips.append(mean.flatten(0, 1))
-        inputs = video[:, :-1].flatten(0, 1)
-        order = range(steps)  # the decoders and the mask net: one call per step
-        with (time_grouped(self.pixel_decoder, steps, order), time_grouped(self.flow_decoder, steps, order),
-              time_grouped(self.mask_decoder, steps, order)):
-            pixel, warped, _, fused = self.fuse(inputs, torch.stack(g_apps, 1).flatten(0, 1),
-                                                torch.stack(g_motions, 1).flatten(0, 1), skips)
-        target = _full(video[:, 1:])
-
-        def summed_mse(prediction: Tensor) -> Tensor:  # sum over steps of each step's F.mse_loss
-            return (_full(prediction).view_as(target) - target).pow(2).mean(dim=(0, 2, 3, 4)).sum()
-
-        pixel_mse, flow_mse, mask_mse = summed_mse(pixel), summed_mse(warped), summed_mse(fused)
-        loss = pixel_mse + flow_mse + mask_mse + self.config.beta * kld
-        return LossTerms(loss, pixel_mse, flow_mse, mask_mse, kld)
-
-    def loop_loss_terms(self, video: Tensor, noise: Mapping[str, Tensor], use_truth: list[bool] | None = None
-                        ) -> LossTerms:
-        """The official objective frame by frame, as official `train_step` runs it (the path scheduled sampling
-        needs once a prediction is fed back, and the reference the batched path is tested against)."""
-        batch, length = video.shape[:2]
-        n_context = self.config.n_context
-        frames = video.unbind(1)
-        states = {name: getattr(self, name).init_state(batch, device=video.device, dtype=video.dtype)
-                  for name in (*GAUSSIANS, *PREDICTORS)}
-
-        def gaussian(name: str, h: Tensor, eps: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-            z, mu, logvar, states[name] = getattr(self, name).step(h, states[name], eps)
-            return z, mu, logvar
-
-        def predictor(name: str, x: Tensor) -> Tensor:
-            out, states[name] = getattr(self, name).step(x, states[name])
-            return out
-
-        pixel_mse = flow_mse = mask_mse = kld = video.new_zeros((), dtype=torch.float32)
-        x_in = frames[0]
-        skips: list[Tensor] = []
-        last_motion = None
-        for i in range(1, length):
-            target = frames[i]
-            # The official call order (it sets the BatchNorm running statistics): both frames through the image
-            # encoder, both maps through the pixel encoder, the pair through the motion encoder, then (i = 1) the
-            # "zero motion" pair cat(x_0, x_0).
-            code, skip = self.img_encoder(x_in)
-            code_target = self.img_encoder(target)[0]
-            h = self.pixel_encoder(code)
-            h_target = self.pixel_encoder(code_target)
-            h_motion = self.motion_encoder(torch.cat([code, code_target], dim=1))
-            if i == 1:
-                last_motion = self.motion_encoder(torch.cat([code, code], dim=1))
-                skips = list(skip)
-            else:
-                skips = [(s * (i - 1) + new) / i for s, new in zip(skips, skip, strict=True)]
-            z_app, mu_app, logvar_app = gaussian("posterior_app", h_target, noise["posterior_app"][:, i - 1])
-            _, mu_app_p, logvar_app_p = gaussian("prior_app", h, torch.zeros_like(z_app))
-            z_mot, mu_mot, logvar_mot = gaussian("posterior_motion", h_motion, noise["posterior_motion"][:, i - 1])
-            _, mu_mot_p, logvar_mot_p = gaussian("prior_motion", last_motion, torch.zeros_like(z_mot))
-            g_app = predictor("static_frame_predictor", torch.cat([h, z_app], dim=1))
-            g_mot = predictor("dynamic_frame_predictor", torch.cat([last_motion, z_mot], dim=1))
-            pixel, warped, _, fused = self.fuse(x_in, g_app, g_mot, skips)
-            last_motion = h_motion
-
-            pixel_mse = pixel_mse + F.mse_loss(_full(pixel), _full(target))
-            flow_mse = flow_mse + F.mse_loss(_full(warped), _full(target))
-            mask_mse = mask_mse + F.mse_loss(_full(fused), _full(target))
-            kld = kld + kl_gaussians(*map(_full, (mu_app, logvar_app, mu_app_p, logvar_app_p))).sum() / batch
-            kld = kld + kl_gaussians(*map(_full, (mu_mot, logvar_mot, mu_mot_p, logvar_mot_p))).sum() / batch
-            if use_truth is None or i < n_context or use_truth[i - 1]:
-                x_in = target
-            else:
-                x_in = fused.detach()
-        loss = pixel_mse + flow_mse + mask_mse + self.config.beta * kld
-        return LossTerms(loss, pixel_mse, flow_mse, mask_mse, kld)
+    def encode_step(self, x_in: Tensor, target: Tensor, first: bool
+                    ) -> tuple[Tensor, Tensor, Tensor, Tensor | None, list[Tensor]]:
+        """The official call order: both frames through the image encoder, both code maps through the pixel
+        encoder, the pair through the motion encoder, then (first step) the "zero motion" pair cat(c_0, c_0)."""
+        code, skip = self.img_encoder(x_in)
+        code_target = self.img_encoder(target)[0]
+        h = self.pixel_encoder(code)
+        h_target = self.pixel_encoder(code_target)
+        h_motion = self.motion_encoder(torch.cat([code, code_target], dim=1))
+        zero = self.motion_encoder(torch.cat([code, code], dim=1)) if first else None
+        return h, h_target, h_motion, zero, list(skip)
 
     # -- sampling -------------------------------------------------------------------------------------------------
-
-    def noise_shapes(self, batch: int, n_context: int, horizon: int) -> dict[str, tuple[int, ...]]:
-        """Posterior draws for the context steps (they set the predictors' states, as official) and prior draws
-        for the predicted ones, for the appearance and the motion latent maps."""
-        c = self.config
-        past = max(n_context - 1, 0)
-        app, mot = self._latent_shape(c.z_dim_app), self._latent_shape(c.z_dim_motion)
-        return {
-            "posterior_app_noise": (batch, past, *app),
-            "posterior_motion_noise": (batch, past, *mot),
-            "prior_app_noise": (batch, horizon, *app),
-            "prior_motion_noise": (batch, horizon, *mot),
-        }
 
     def export_plan(self) -> ExportPlan:
         """Graphs `encode` (image + pixel encoders), `encode_motion` (motion encoder on two code maps), the four
@@ -369,8 +229,8 @@ class SpatialSLAMP(SLAMP):
             return out["g"]
 
         c = self.config
-        zeros_app = torch.zeros(batch, *self._latent_shape(c.z_dim_app), device=device, dtype=dtype)
-        zeros_mot = torch.zeros(batch, *self._latent_shape(c.z_dim_motion), device=device, dtype=dtype)
+        zeros_app = torch.zeros(batch, *self.latent_shape(c.z_dim_app), device=device, dtype=dtype)
+        zeros_mot = torch.zeros(batch, *self.latent_shape(c.z_dim_motion), device=device, dtype=dtype)
         x_in = context[:, 0]
         code, h, skip = encode(x_in)
         last_motion = motion(code, code)  # "zero motion" of the pair (x_0, x_0)
