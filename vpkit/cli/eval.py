@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.markup import escape
@@ -69,11 +70,15 @@ def eval_command(
     fvd_context: bool = typer.Option(None, "--fvd-context/--fvd-no-context", help="Score the conditioning frames "
                                      "with the predicted ones in FVD (default: the profile's; yes for all)."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON instead of the table."),
+    sampling: dict[str, Any] | None = None,
 ) -> None:
     """Evaluate a checkpoint or an export with the best-of-N protocol (N samples per test video, best per video
     per metric, mean ± 95% CI over videos; also mean-of-N and worst-of-N) and FVD over the whole test set; or
-    compare eval cards with --compare."""
+    compare eval cards with --compare. A model's sampling options (e.g. RIVER's --steps, --refine) are applied
+    and recorded on the card."""
     if compare:
+        if sampling:
+            raise VpkitError("Sampling options apply to a checkpoint being evaluated, not to --compare.")
         _compare_command(targets, out, as_json)
         return
     if len(targets) != 1:
@@ -84,14 +89,14 @@ def eval_command(
     _evaluate_command(targets[0], profile=profile, samples=samples, metrics=metrics, out=out, videos=videos,
                       horizon=horizon, batch_size=batch_size, seed=seed, device=device, backend=backend,
                       compile=compile, lpips_backbone=lpips_backbone, i3d=i3d, i3d_sha256=i3d_sha256,
-                      fvd_sample=fvd_sample, fvd_context=fvd_context, as_json=as_json)
+                      fvd_sample=fvd_sample, fvd_context=fvd_context, as_json=as_json, sampling=sampling or {})
 
 
 def _evaluate_command(checkpoint: Path, *, profile: str | None, samples: int | None, metrics: list[str] | None,
                       out: Path | None, videos: int | None, horizon: int | None, batch_size: int, seed: int,
                       device: str | None, backend: str | None, compile: bool, lpips_backbone: Path | None,
                       i3d: Path | None, i3d_sha256: str | None, fvd_sample: str | None, fvd_context: bool | None,
-                      as_json: bool) -> None:
+                      as_json: bool, sampling: dict[str, Any]) -> None:
     import torch
 
     from vpkit.core.config import build_config
@@ -107,7 +112,7 @@ def _evaluate_command(checkpoint: Path, *, profile: str | None, samples: int | N
     host = get_host()
     for name in names:
         host.metrics.get(name)  # an unknown metric fails before the model is loaded
-    runtime = load_runtime(checkpoint, backend=backend, device=device, compile=compile)
+    runtime = load_runtime(checkpoint, backend=backend, device=device, compile=compile, sampling=sampling)
     dev = runtime.device
     model, meta = runtime.model, runtime.meta
     data_meta = meta["data"]
@@ -153,6 +158,7 @@ def _evaluate_command(checkpoint: Path, *, profile: str | None, samples: int | N
         checkpoint={"path": str(Path(checkpoint).resolve()), "step": train_meta.get("step"),
                     "model": runtime.model_key, "plugin": meta.get("plugin", {}),
                     "created": meta.get("created"), "backend": runtime.describe(),
+                    **({"sampling": runtime.sampling} if runtime.sampling else {}),
                     **({"export": {k: meta["export"][k] for k in ("format", "precision", "source")}}
                        if "export" in meta else {})},
         dataset=dataset_card,

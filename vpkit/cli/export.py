@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.table import Table
@@ -25,20 +26,22 @@ def export_command(
     atol: float = typer.Option(None, "--atol", help="Parity tolerance: largest |export - eager| pixel error "
                                "accepted (default 1e-3 for fp32, 5e-2 for fp16)."),
     as_json: bool = typer.Option(False, "--json", help="Print the export section of vpkit.json as JSON."),
+    sampling: dict[str, Any] | None = None,
 ) -> None:
     """Export a checkpoint's inference graphs (all randomness as explicit noise inputs), check them against eager
     PyTorch on the same clips and noise, and write an export directory that `vpkit predict` and `vpkit eval`
-    accept. Nothing is written when the parity check fails."""
+    accept. Nothing is written when the parity check fails. A model's sampling options (e.g. RIVER's --steps,
+    --refine) are built into the export."""
     from vpkit.engine.exporter import export_model
 
     options = {"opset": opset, "half": half, "batch": batch, "dynamic": dynamic, "workspace": workspace,
                "device": device}
     if as_json:
-        result = export_model(checkpoint, fmt, out=out, options=options, atol=atol)
+        result = export_model(checkpoint, fmt, out=out, options=options, atol=atol, sampling=sampling)
         print_json({"path": str(result.path), **result.export})
         return
     with err_console.status("exporting") as status:
-        result = export_model(checkpoint, fmt, out=out, options=options, atol=atol,
+        result = export_model(checkpoint, fmt, out=out, options=options, atol=atol, sampling=sampling,
                               on_stage=lambda s: status.update(s))
     section, parity = result.export, result.parity
 

@@ -18,15 +18,27 @@ app = typer.Typer(
 
 
 def _assemble() -> None:
-    from vpkit.cli import benchmark, data, doctor, eval, export, import_, models, plugins, predict, train
+    from vpkit.cli import (
+        benchmark,
+        data,
+        doctor,
+        eval,
+        export,
+        import_,
+        models,
+        plugins,
+        predict,
+        train,
+    )
+    from vpkit.cli.sampling import with_sampling_options
 
     app.command("train")(train.train_command)
-    app.command("eval")(eval.eval_command)
+    app.command("eval")(with_sampling_options(eval.eval_command))
     app.command("models")(models.models_command)
     app.command("plugins")(plugins.plugins_command)
     app.command("import")(import_.import_command)
-    app.command("export")(export.export_command)
-    app.command("predict")(predict.predict_command)
+    app.command("export")(with_sampling_options(export.export_command))
+    app.command("predict")(with_sampling_options(predict.predict_command))
     app.command("benchmark")(benchmark.benchmark_command)
     app.command("doctor")(doctor.doctor_command)
     app.add_typer(data.app, name="data")

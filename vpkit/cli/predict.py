@@ -56,11 +56,13 @@ def predict_command(
     out: Path = typer.Option(None, "--out", "-o", help="Output MP4 (default: runs/predict/<source name>.mp4); the "
                              "GIF is written beside it with .gif."),
     as_json: bool = typer.Option(False, "--json", help="Print only JSON: {mp4, gif, frames, windows, backend, ...}."),
+    sampling: dict[str, Any] | None = None,
 ) -> None:
     """Predict a video's future with a checkpoint or an export. Frames are resized (shorter side, antialiased),
     centre-cropped and turned grey as the model needs. Writes an MP4 and a GIF: the context plays in every column
     (green border), then each sample's prediction (red) beside the ground truth (blue) while the video continues.
-    Nothing is written when anything fails."""
+    Nothing is written when anything fails. A model's sampling options (e.g. RIVER's --steps, --refine) change how
+    it samples without retraining."""
     from vpkit.engine.predictor import FrameSelection, default_output
     from vpkit.engine.runtime import load_runtime
     from vpkit.engine.video_source import open_video
@@ -68,7 +70,7 @@ def predict_command(
     selection = FrameSelection(start=start, stride=stride, fps=fps)
     out = out if out is not None else default_output(source)
     with open_video(source) as video:
-        runtime = load_runtime(model, backend=backend, device=device, compile=compile)
+        runtime = load_runtime(model, backend=backend, device=device, compile=compile, sampling=sampling)
         result = _predict(runtime, video, out, as_json, context=context, horizon=horizon,
                           num_samples=samples, seed=seed, selection=selection, sliding=sliding)
     if as_json:

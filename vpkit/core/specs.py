@@ -32,12 +32,32 @@ class Preset:
 
 
 @dataclass(frozen=True)
+class SamplingOption:
+    """A model-config field a user may change when a trained model samples: `vpkit predict`, `vpkit eval` and
+    `vpkit export` take it as `--NAME VALUE` (an integrator's steps, a warm start, a refinement network to apply).
+
+    `kind` is the value's type on the command line (int, float, str or Path; a Path is stored as a string).
+    `changes_graphs` marks options that add or change an exported graph (a refinement network): an export
+    directory refuses them, the checkpoint is exported with the option instead."""
+
+    name: str
+    field: str
+    kind: type = str
+    help: str = ""
+    changes_graphs: bool = False
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     """A trainable video predictor.
 
     `build(config, frame_shape)` must rebuild the exact network from a checkpoint's saved config alone;
     `frame_shape` is `(C, H, W)`. `presets` maps preset names to recipes; `default_preset` is used when the
     user names none. `default=True` marks the model `--plugin NAME` picks when `--model` is not given.
+
+    `sampling` lists the config fields a trained model may change at sampling time (`SamplingOption`).
+    `reconfigure(model, config)` returns the model with the new config; without it vpkit rebuilds the model from
+    `config` and loads the old weights into it strictly, so an option may not change any weight's shape.
     """
 
     name: str
@@ -48,6 +68,8 @@ class ModelSpec:
     description: str = ""
     default: bool = False
     plugin: str = ""
+    sampling: tuple[SamplingOption, ...] = ()
+    reconfigure: Callable[[VideoPredictor, BaseConfig], VideoPredictor] | None = None
 
 
 @dataclass(frozen=True)

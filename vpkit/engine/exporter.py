@@ -164,10 +164,15 @@ def export_model(
     out: Path | str | None = None,
     options: Mapping[str, Any] | None = None,
     atol: float | None = None,
+    sampling: Mapping[str, Any] | None = None,
     on_stage: Callable[[str], None] | None = None,
 ) -> ExportResult:
     """Export `checkpoint` to `fmt` (a format name or alias) with `options` (ExportOptions fields; None = default),
-    check parity against eager PyTorch and write the export directory. Returns where it went and the figures."""
+    check parity against eager PyTorch and write the export directory. Returns where it went and the figures.
+    `sampling` ({name: value}) applies the model's sampling options first; the export's `vpkit.json` then holds the
+    changed model config, so the export samples that way."""
+    from vpkit.core.sampling import reconfigure, record
+
     stage = on_stage or (lambda _: None)
     checkpoint = Path(checkpoint)
     spec = resolve_format(fmt)
@@ -195,9 +200,10 @@ def export_model(
 
     stage("loading the checkpoint")
     model, _ = load_model(checkpoint, device=device)
-    model.eval()
+    model = reconfigure(model.eval(), ckpt.model_key, sampling)
     plan = eval_plan(model)
     meta = json.loads(json.dumps(ckpt.meta))  # a deep copy that is surely JSON
+    meta["model"]["config"] = model.config.model_dump(mode="json")
     graphs = {name: {"file": "", "inputs": list(g.input_names), "outputs": list(g.output_names),
                      "batch_axes": g.batch_axes} for name, g in plan.graphs.items()}
     section: dict[str, Any] = {
@@ -209,6 +215,8 @@ def export_model(
     }
     if opts.workspace is not None:
         section["workspace_gib"] = opts.workspace
+    if sampling:
+        section["sampling"] = record(sampling)
     meta["export"] = section
 
     with atomic_dir(target) as tmp:

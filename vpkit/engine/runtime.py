@@ -8,7 +8,7 @@ through the model's own `rollout`, so every backend predicts the same function o
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -111,6 +111,7 @@ class Runtime:
     device: torch.device
     path: Path
     compiled: bool = False
+    sampling: dict[str, Any] = field(default_factory=dict)  # the sampling options applied, {name: value}
 
     @property
     def backend(self) -> Backend:
@@ -149,7 +150,8 @@ class Runtime:
                 detail += f", {provider}"
         elif self.compiled:
             detail = " compiled"
-        return f"{self.model_key} · {self.backend_name}{detail} on {self.device}"
+        options = "".join(f" --{name} {value}" for name, value in self.sampling.items())
+        return f"{self.model_key}{options} · {self.backend_name}{detail} on {self.device}"
 
     @torch.no_grad()
     def predict(self, context: Tensor, horizon: int, *, num_samples: int = 1,
@@ -172,10 +174,13 @@ def eval_plan(model: VideoPredictor) -> ExportPlan:
 
 
 def load_runtime(path: Path | str, *, backend: str | None = None, device: str | torch.device | None = "cpu",
-                 compile: bool = False) -> Runtime:
+                 compile: bool = False, sampling: Mapping[str, Any] | None = None) -> Runtime:
     """A runtime for a checkpoint or export directory. `backend` defaults to `torch` for a checkpoint and to the
     export's own format for an export directory; `device` None picks CUDA when there is a GPU for torch and GPU
-    formats, the CPU otherwise; `compile` wraps the eager graphs in `torch.compile`."""
+    formats, the CPU otherwise; `compile` wraps the eager graphs in `torch.compile`. `sampling` holds the model's
+    sampling options to apply ({name: value}, `vpkit.core.sampling`)."""
+    from vpkit.core.sampling import reconfigure, record
+
     path = Path(path)
     ckpt = read_checkpoint(path)
     export = ckpt.meta.get("export")
@@ -194,9 +199,9 @@ def load_runtime(path: Path | str, *, backend: str | None = None, device: str | 
             raise VpkitError(f"{path} is a checkpoint; the {wanted} backend runs an export of it. Export first: "
                              f"vpkit export {path} --format {wanted}")
         model, _ = load_model(path, device=dev)
-        model.eval()
+        model = reconfigure(model.eval(), ckpt.model_key, sampling)
         runner = TorchBackend(compiled(eval_plan(model))) if compile else None
-        return Runtime(model, runner, TORCH, ckpt.meta, dev, path, compiled=compile)
+        return Runtime(model, runner, TORCH, ckpt.meta, dev, path, compiled=compile, sampling=record(sampling))
 
     fmt = export["format"]
     if wanted == TORCH:
@@ -213,4 +218,6 @@ def load_runtime(path: Path | str, *, backend: str | None = None, device: str | 
         raise VpkitError(f"{fmt} exports run on a CUDA device; add --device cuda.")
     with torch.device("meta"):  # the rollout code and noise shapes only: the graphs hold the weights
         model = build_model(ckpt).eval()
-    return Runtime(model, open_export(spec, path, export, dev), fmt, ckpt.meta, dev, path)
+    model = reconfigure(model, ckpt.model_key, sampling, export=True)
+    return Runtime(model, open_export(spec, path, export, dev), fmt, ckpt.meta, dev, path,
+                   sampling=record(sampling))
