@@ -7,7 +7,9 @@ from __future__ import annotations
 import math
 import os
 import sys
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -176,22 +178,55 @@ def test_river_refines_generated_frames(tmp_path, river_host):
     loss.backward()  # the refiner is frozen inside RIVER: no gradients, not in the optimiser
     assert all(p.grad is None for p in refined.refiner.parameters())
 
-    # `vpkit river-refine RIVER REFINER --out OUT` attaches the refiner to a trained RIVER checkpoint
+    # `--refine REFINER` (vpkit predict / eval / export) applies the refiner to a trained RIVER checkpoint
     from vpkit.cli.main import main
+    from vpkit.core.checkpoint import read_checkpoint
+    from vpkit.engine.exporter import export_model
+    from vpkit.engine.runtime import load_runtime
 
     unrefined = save_checkpoint(tmp_path / "plain", plain, model_key="river", plugin=plugin_section("river"),
                                 data={**data, "n_context": 2})
+    runtime = load_runtime(unrefined, sampling={"refine": Path(ref)})
+    assert runtime.model.config.refiner_source == str(ref) and runtime.sampling == {"refine": str(ref)}
+    again = runtime.model.rollout(runtime.backend, context, 2, noise)
+    assert torch.allclose(again, out, atol=1e-6)
+    coarse = load_runtime(unrefined, sampling={"steps": 5, "solver": "euler", "warm-start": 0.25})
+    assert (coarse.model.config.grid_points, coarse.model.config.evaluations_per_frame) == (3, 2)
+    with pytest.raises(VpkitError, match="'solver'"):
+        load_runtime(unrefined, sampling={"solver": "midpoint"})
+
+    exported = export_model(unrefined, "onnx", out=tmp_path / "refined-onnx", sampling={"refine": Path(ref)})
+    assert "refine" in exported.export["graphs"] and exported.export["parity"]["passed"]
+    assert read_checkpoint(exported.path).meta["model"]["config"]["refiner_source"] == str(ref)
+    onnx = load_runtime(exported.path)
+    first = {name: value[:1] for name, value in noise.items()}  # the graphs were built for batch 1
+    torch.testing.assert_close(onnx.model.rollout(onnx.backend, context[:1], 2, first), out[:1], atol=1e-4, rtol=0)
+    with pytest.raises(VpkitError, match="--refine changes the exported graphs"):
+        load_runtime(tmp_path / "refined-onnx", sampling={"refine": Path(ref)})
+
+    clip = tmp_path / "clip.npy"
+    np.save(clip, (torch.rand(4, *FRAME[1:]) * 255).to(torch.uint8).numpy())
     with pytest.raises(SystemExit) as exit_info:
-        main(["river-refine", str(unrefined), str(ref), "--out", str(tmp_path / "attached")])
+        main(["predict", str(clip), "--model", str(unrefined), "--refine", str(ref), "--steps", "3", "--samples",
+              "1", "--out", str(tmp_path / "pred.mp4"), "--json"])
     assert exit_info.value.code in (0, None)
-    attached, _ = load_model(tmp_path / "attached")
-    again = attached.eval().rollout(TorchBackend(attached.export_plan()), context, 2, noise)
-    assert torch.allclose(again, out)
+    assert (tmp_path / "pred.mp4").is_file() and (tmp_path / "pred.gif").is_file()
 
     with pytest.raises(VpkitError, match="must be a river-refiner"):
         build_river(RiverConfig(**base, refiner=str(vq)), FRAME)
     with pytest.raises(VpkitError, match="was trained on frames"):
         build_river(RiverConfig(**{**base, "autoencoder": None}, refiner=str(ref)), (1, 64, 64))
+
+
+def test_a_vqvae_checkpoint_replaces_a_presets_vqgan_shape(tmp_path, river_host):
+    """The BAIR/KTH presets describe a VQGAN latent space; a river-vqvae given as the autoencoder replaces it."""
+    from vpkit_river.vqgan_presets import TINY_VQGAN
+
+    vq = _vqvae_checkpoint(tmp_path, river_host)
+    config = RiverConfig(**{**RIVER_PRESETS["tiny"].model, "vqgan": TINY_VQGAN, "autoencoder": str(vq)})
+    model = build_river(config, FRAME)
+    assert model.config.vqgan is None and model.config.vqvae == VQVAEConfig(**TINY_VQVAE)
+    assert type(model.ae.backbone).__name__ == "RiverVQVAE"
 
 
 def test_cli_trains_a_refiner(tmp_path, river_host):

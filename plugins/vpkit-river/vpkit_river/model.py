@@ -310,7 +310,18 @@ def build_river(config: RiverConfig, frame_shape: tuple[int, int, int]) -> River
     if config.autoencoder is None:
         return River(config, frame_shape)
     autoencoder = load_autoencoder(config.autoencoder, frame_shape)
-    kind = "vqgan" if isinstance(autoencoder, RiverVQGAN) else "vqvae"
-    config = config.model_copy(update={"autoencoder": None, "autoencoder_source": config.autoencoder,
-                                       kind: autoencoder.config})
+    # the checkpoint's architecture replaces the preset's (a vqvae checkpoint clears a preset's VQGAN shape)
+    shape = {"vqgan": autoencoder.config} if isinstance(autoencoder, RiverVQGAN) else {
+        "vqvae": autoencoder.config, "vqgan": None}
+    config = config.model_copy(update={"autoencoder": None, "autoencoder_source": config.autoencoder, **shape})
     return River(config, frame_shape, autoencoder)
+
+
+def reconfigure(model: River, config: RiverConfig) -> River:
+    """`model` with a new sampling config (`vpkit predict/eval/export --steps/--solver/--warm-start/--refine`): rebuilt
+    with its own weights; a `refiner` checkpoint then replaces any refinement network it had."""
+    from vpkit.core.sampling import rebuild
+    from vpkit_river.refiner import with_refiner
+
+    model = rebuild(build_river, model, config.model_copy(update={"refiner": None}))  # type: ignore[assignment]
+    return model if config.refiner is None else with_refiner(model, config.refiner)

@@ -29,7 +29,6 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 import torch.nn.functional as F
-import typer
 from pydantic import Field, model_validator
 from torch import Tensor, nn
 
@@ -364,7 +363,7 @@ def load_refiner_weights(path: str, frame_shape: tuple[int, int, int]) -> tuple[
 
 def with_refiner(model: Any, refiner: str) -> Any:
     """A copy of the `river` model `model` that refines its generated frames with the river-refiner checkpoint
-    `refiner` (any refiner it had is replaced)."""
+    `refiner` (any refiner it had is replaced), on the same device and dtype, in eval mode."""
     from vpkit_river.model import River
 
     net, weights = load_refiner_weights(refiner, model.frame_shape)
@@ -372,29 +371,8 @@ def with_refiner(model: Any, refiner: str) -> Any:
     combined = River(config, model.frame_shape)
     state = {k: v for k, v in model.state_dict().items() if not k.startswith("refiner.")}
     combined.load_state_dict({**state, **{"refiner." + k: v for k, v in weights.items()}})
-    return combined.eval()
-
-
-def attach_command(
-    river: str = typer.Argument(..., help="A `river` checkpoint directory."),
-    refiner: str = typer.Argument(..., help="A `river-refiner` checkpoint directory (trained on the same frames)."),
-    out: str = typer.Option(..., "--out", "-o", help="Checkpoint directory to write."),
-    force: bool = typer.Option(False, "--force", help="Replace OUT if it already exists."),
-) -> None:
-    """Write a copy of a RIVER checkpoint that refines its generated frames with a trained river-refiner."""
-    from pathlib import Path
-
-    from vpkit.core.checkpoint import load_model, save_checkpoint
-
-    if Path(out).exists() and not force:
-        raise VpkitError(f"{out} already exists; pass --force to replace it or choose another --out.")
-    model, ckpt = load_model(river)
-    if ckpt.model_key != "river":
-        raise VpkitError(f"{river} holds model '{ckpt.model_key}', not a river checkpoint.")
-    combined = with_refiner(model, refiner)
-    save_checkpoint(Path(out), combined, model_key="river", plugin=ckpt.meta["plugin"], data=ckpt.meta["data"],
-                    train={**ckpt.meta.get("train", {}), "refiner": str(refiner)})
-    typer.echo(f"{out}: {river} with the refiner {refiner}; next: vpkit predict CLIP --model {out}")
+    parameter = next(model.parameters())
+    return combined.to(device=parameter.device, dtype=parameter.dtype).eval()
 
 
 # -- registration ------------------------------------------------------------------------------------------------------
@@ -421,5 +399,5 @@ REFINER_SPEC = ModelSpec(
     name="river-refiner", config_cls=RefinerConfig, build=build_refiner, presets=REFINER_PRESETS,
     default_preset="smmnist",
     description="RIVER's RCAN refinement network (0.83 M): cleans autoencoded frames given the previous frame; "
-    "needs --set model.autoencoder=CKPT; apply to RIVER with --set model.refiner=CKPT",
+    "needs --set model.autoencoder=CKPT; apply to RIVER's samples with vpkit predict/eval/export --refine CKPT",
 )
