@@ -13,6 +13,7 @@ import h5py
 import imageio_ffmpeg
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from vpkit.core.checkpoint import read_checkpoint
@@ -134,6 +135,14 @@ def test_loads_through_the_registry_with_srvps_holdout(prepared):
     assert tuple(train[0].shape) == (20, 1, 64, 64) and tuple(test[0].shape) == (40, 1, 64, 64)
     few = build_config(spec.config_cls, {"data_root": str(prepared), "train_persons": list(range(1, 17))})
     assert len(spec.build(few, "train")) + len(spec.build(few, "val")) == 4  # persons 1 and 2, two classes
+
+
+def test_rgb_repeats_the_grey_frames_as_rivers_kth_files(prepared):
+    spec = get_host().datasets.get("kth")
+    grey, rgb = (spec.build(build_config(spec.config_cls, {"data_root": str(prepared), "rgb": flag}), "test")
+                 for flag in (False, True))
+    assert rgb.frame_shape == (3, 64, 64)
+    assert torch.equal(rgb[0], grey[0].expand(-1, 3, -1, -1))  # PIL's convert("RGB") of an "L" frame
 
 
 def test_prepare_again_reuses_the_splits_and_no_download_names_the_missing_zips(prepared, tmp_path):

@@ -43,6 +43,17 @@ def test_round_trip_and_index(tmp_path):
         np.testing.assert_array_equal(clip.permute(0, 2, 3, 1).numpy(), frames[:12])
 
 
+def test_rgb_repeats_grey_frames_and_refuses_colour_ones(tmp_path):
+    grey = h5videos.write_videos(tmp_path / "grey.h5", videos(lengths=(6,), channels=1))
+    plain, rgb = (h5videos.H5Videos(grey, clip_length=4, clips="first", rgb=flag) for flag in (False, True))
+    assert rgb.frame_shape == (3, 24, 32) and rgb[0].shape == (4, 3, 24, 32)
+    for channel in range(3):
+        assert torch.equal(rgb[0][:, channel], plain[0][:, 0])
+    colour = h5videos.write_videos(tmp_path / "colour.h5", videos(lengths=(6,)))
+    with pytest.raises(VpkitError, match="holds 3-channel frames; rgb repeats grey"):
+        h5videos.H5Videos(colour, clip_length=4, rgb=True)
+
+
 def test_every_start_with_a_frame_step(tmp_path):
     source = videos(lengths=(10, 7, 9), channels=1)
     path = h5videos.write_videos(tmp_path / "test.h5", source)

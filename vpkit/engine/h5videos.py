@@ -178,11 +178,12 @@ class H5Videos(torch.utils.data.Dataset):
     - `clips="all"`: every start of every video, in order.
 
     `videos` keeps only those videos (indices into the file, e.g. a train/validation split). Videos shorter than a
-    clip are left out (`skipped` counts them). The file opens on the first read in each process.
+    clip are left out (`skipped` counts them). `rgb` repeats grey frames to three equal channels (PIL's
+    `convert("RGB")`, as the HDF5 files of RIVER's KTH hold them). The file opens on the first read in each process.
     """
 
     def __init__(self, path: Path | str, clip_length: int, *, step: int = 1, clips: str = "random",
-                 seed: int | None = None, videos: Sequence[int] | None = None) -> None:
+                 seed: int | None = None, videos: Sequence[int] | None = None, rgb: bool = False) -> None:
         if clip_length < 1 or step < 1:
             raise VpkitError("clip_length and step must be at least 1.")
         if clips not in CLIP_MODES:
@@ -193,7 +194,10 @@ class H5Videos(torch.utils.data.Dataset):
         with _open(self.path) as file:
             starts = file["starts"][:]
             lengths = file["lengths"][:]
-            self.frame_shape = (int(file.attrs["channels"]), int(file.attrs["height"]), int(file.attrs["width"]))
+            channels = int(file.attrs["channels"])
+            if rgb and channels != 1:
+                raise VpkitError(f"{self.path} holds {channels}-channel frames; rgb repeats grey (1-channel) ones.")
+            self.frame_shape = (3 if rgb else channels, int(file.attrs["height"]), int(file.attrs["width"]))
             self.fps = float(file.attrs["fps"]) if "fps" in file.attrs else None
         if videos is not None:
             chosen = np.asarray(videos, dtype=np.int64)
@@ -235,7 +239,8 @@ class H5Videos(torch.utils.data.Dataset):
             self._file = _open(self.path)
         begin = int(self._starts[video]) + first
         frames = self._file["frames"][begin: begin + self.span: self.step]  # reads only this clip's chunks
-        return torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)
+        clip = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)
+        return clip.expand(-1, 3, -1, -1).contiguous() if clip.shape[1] != self.frame_shape[0] else clip
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
@@ -253,7 +258,7 @@ def read_info(path: Path | str, sample_frames: int = 256) -> dict[str, Any]:
         picks = np.unique(np.linspace(0, frames.shape[0] - 1, min(sample_frames, frames.shape[0])).astype(int))
         sample = frames[picks]
         info = {
-            "path": str(path), "format": FORMAT, "videos": int(len(lengths)), "frames": int(frames.shape[0]),
+            "path": str(path), "format": FORMAT, "videos": len(lengths), "frames": int(frames.shape[0]),
             "length": {"min": int(lengths.min()), "mean": float(lengths.mean()), "max": int(lengths.max())},
             "height": int(file.attrs["height"]), "width": int(file.attrs["width"]),
             "channels": int(file.attrs["channels"]), "fps": float(file.attrs["fps"]) if "fps" in file.attrs else None,

@@ -70,15 +70,17 @@ def split_path(root: Path, split: str, name: str) -> Path:
 
 
 def open_split(config: PreparedConfig, split: str, name: str, *, clips: str | None = None, file: str | None = None,
-               videos: Sequence[int] | None = None) -> H5Videos:
+               videos: Sequence[int] | None = None, rgb: bool = False) -> H5Videos:
     """The clips of `split`: random starts for training (`clips="random"`), the first frames otherwise, unless
-    `clips` says. `file` reads another split's file (a validation split carved out of train.h5)."""
+    `clips` says. `file` reads another split's file (a validation split carved out of train.h5); `rgb` repeats grey
+    frames to three channels."""
     root = resolve_root(config, name)
     path = split_path(root, file or split, name)
     train = split == "train"
     length = config.seq_len if train else config.test_seq_len or config.seq_len
     mode = clips or ("random" if train else "first")
-    return H5Videos(path, length, step=config.step, clips=mode, seed=config.seed if train else None, videos=videos)
+    return H5Videos(path, length, step=config.step, clips=mode, seed=config.seed if train else None, videos=videos,
+                    rgb=rgb)
 
 
 def open_holdout(config: PreparedConfig, split: str, name: str, **kwargs) -> H5Videos:

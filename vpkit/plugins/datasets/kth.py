@@ -68,6 +68,8 @@ class KTHConfig(PreparedConfig):
                                      "the test file holds 40)")
     train_persons: list[int] = Field(list(range(1, 21)), description="persons whose videos train (SVG/SRVP: 1-20; "
                                      "the KTH paper: 1-16)")
+    rgb: bool = Field(False, description="repeat the grey frames to three equal channels (RIVER's KTH HDF5 files "
+                      "hold RGB frames; its autoencoder takes 3 channels)")
 
 
 def _check_zip(path: Path) -> None:
@@ -210,9 +212,9 @@ def _train_indices(config: KTHConfig, split: str) -> list[int]:
 
 def build(config: KTHConfig, split: str):
     if split == "test":
-        return open_split(config, "test", NAME)
+        return open_split(config, "test", NAME, rgb=config.rgb)
     return open_split(config, split, NAME, file="train", videos=_train_indices(config, split),
-                      clips="random" if split == "train" else "first")
+                      clips="random" if split == "train" else "first", rgb=config.rgb)
 
 
 @vpkit.hookimpl
