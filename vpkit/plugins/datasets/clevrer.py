@@ -24,6 +24,9 @@ timestep_horizon + 1 = 21 frames; every start of every episode is an item (5000 
 item is one episode from its first frame, `test_seq_len` frames (50 by default, DDLP's eval horizon; its validation
 during training unrolls 100 frames).
 
+`colour_jitter` (off by default) adds RIVER's clip-consistent colour jitter to the training clips
+(`vpkit/engine/augment.py`); the RIVER presets turn it on.
+
 Differences from DDLP: DDLP's `extract_frames` decodes with OpenCV and resizes with `cv2.INTER_AREA`; vpkit decodes
 with decord (ffmpeg) and resizes with PIL's "box" filter, the same area average but not bit-identical (a pixel or
 two of rounding). DDLP keeps however many frames a short video has; vpkit skips a video without frames 18..117, and
@@ -47,6 +50,7 @@ from pydantic import Field
 import vpkit
 from vpkit.core.errors import VpkitError
 from vpkit.core.specs import DatasetSpec
+from vpkit.engine.augment import ColourJitterClips
 from vpkit.engine.download import RemoteFile, fetch_file
 from vpkit.engine.h5videos import H5Videos
 from vpkit.engine.prepared import (
@@ -88,6 +92,10 @@ class ClevrerConfig(PreparedConfig):
     seq_len: int = Field(21, gt=0, description="frames per training clip (DDLP: timestep_horizon 20 + 1)")
     test_seq_len: int | None = Field(50, gt=0, description="frames per val/test episode from its first frame "
                                      "(DDLP's eval horizon 50; its training-time validation uses 100)")
+    colour_jitter: bool = Field(False, description="RIVER's augmentation (configs/clevrer.yaml, aug: True): each "
+                                "training clip gets one brightness, contrast and saturation factor in 1 +- 0.1 and "
+                                "one hue shift in +-0.25, shared by its frames. Training clips only: RIVER also "
+                                "jitters its validation clips, vpkit keeps val/test fixed")
 
 
 def _check_zip(path: Path) -> None:
@@ -180,9 +188,14 @@ def prepare(root: Path, options: PrepareOptions) -> str:
     return summary(NAME, root, counts)
 
 
-def build(config: ClevrerConfig, split: str) -> H5Videos:
+def build(config: ClevrerConfig, split: str) -> H5Videos | ColourJitterClips:
     # DDLP's training set is every window of every episode; val/test one episode per item (clevrer_ds.py:148-183).
-    return open_split(config, split, NAME, clips="all" if split == "train" else "first")
+    clips = open_split(config, split, NAME, clips="all" if split == "train" else "first")
+    if config.colour_jitter and split == "train":
+        # Same seed as the clip starts: ColourJitterClips derives its draws from (seed, its own stream tag, index,
+        # a global draw), never from the clip-start generator's manual_seed(seed) stream.
+        return ColourJitterClips(clips, config.seed)
+    return clips
 
 
 @vpkit.hookimpl
