@@ -118,7 +118,7 @@ def test_time_and_position_embeddings():
 def test_presets_are_the_official_configs(river_host):
     river = river_host.models.get("river")
     assert river.default and river.plugin == "river"
-    official = {"bair64": (1, 15, "ln", "bair"), "bair256": (1, 15, "bn", "bair"), "kth64": (10, 30, "ln", "kth"),
+    official = {"bair64": (1, 15, "ln", "bair"), "bair256": (1, 15, "bn", "h5"), "kth64": (10, 30, "ln", "kth"),
                 "clevrer128": (2, 14, "ln", "clevrer")}
     for name, (n_context, n_future, head, dataset) in official.items():
         preset = river.presets[name]
@@ -130,6 +130,16 @@ def test_presets_are_the_official_configs(river_host):
             1e-4, 5e-6, 1e-7, 100, "rk4")
         assert (preset.train["batch_size"], preset.train["steps"]) == (16, 300_000)
     assert river.presets["clevrer128"].data["step"] == 5  # official skip_frames 4
+    assert river.presets["kth64"].data["rgb"] and river.presets["kth64"].frame_shape == (3, 64, 64)  # official h5: RGB
+    # the BAIR/KTH presets flow in the official VQGAN latent space: whole models as the released model.pth files
+    totals = {"bair64": (161_862_323, 63_777_455), "kth64": (161_862_323, 63_777_455),
+              "bair256": (167_715_107, 69_593_371), "clevrer128": (105_414_571, 7_329_703)}
+    for name, (total, autoencoder) in totals.items():
+        preset = river.presets[name]
+        with torch.device("meta"):
+            model = build_river(RiverConfig(**preset.model), preset.frame_shape)
+        assert sum(p.numel() for p in model.parameters()) == total, name
+        assert sum(p.numel() for p in model.ae.parameters()) == autoencoder, name
     vqvae = river_host.models.get("river-vqvae").presets["clevrer128"]
     assert VQVAEConfig(**vqvae.model) == VQVAEConfig() and vqvae.frame_shape == (3, 128, 128)
 

@@ -56,8 +56,8 @@ class OfficialSetting:
 
 SETTINGS = {
     "bair64": OfficialSetting(64, 1, 15, "bair", {"seq_len": 16}),
-    "bair256": OfficialSetting(256, 1, 15, "bair", {"seq_len": 16}),
-    "kth64": OfficialSetting(64, 10, 30, "kth", {"seq_len": 40}),
+    "bair256": OfficialSetting(256, 1, 15, "h5", {"seq_len": 16, "test_seq_len": 16}),
+    "kth64": OfficialSetting(64, 10, 30, "kth", {"seq_len": 40, "rgb": True}),
     "clevrer128": OfficialSetting(128, 2, 14, "clevrer", {"seq_len": 16, "step": 5}),
 }
 

@@ -26,10 +26,14 @@ VQGAN_PRESETS = {
         model=F8_SMALL, dataset="bair", train=VQGAN_TRAIN, frame_shape=(3, 64, 64),
         description="BAIR 64x64 -> 4x8x8 latents, 16384 codes (RIVER's BAIR-64/KTH autoencoder, 63.78 M + a "
         "2.77 M discriminator); LPIPS needs vgg16-397923af.pth"),
+    "kth64": Preset(
+        model=F8_SMALL, dataset="kth", data={"rgb": True}, train=VQGAN_TRAIN, frame_shape=(3, 64, 64),
+        description="KTH 64x64 (grey repeated to RGB) -> 4x8x8 latents (RIVER's KTH autoencoder); LPIPS needs "
+        "vgg16-397923af.pth"),
     "f16": Preset(
-        model=F16, dataset="bair", train=VQGAN_TRAIN, frame_shape=(3, 256, 256),
-        description="BAIR 256x256 -> 8x16x16 latents, 16384 codes (RIVER's BAIR-256 autoencoder, 69.59 M); needs "
-        "256x256 frames and vgg16-397923af.pth"),
+        model=F16, dataset="h5", train=VQGAN_TRAIN, frame_shape=(3, 256, 256),
+        description="BAIR 256x256 -> 8x16x16 latents, 16384 codes (RIVER's BAIR-256 autoencoder, 69.59 M); the "
+        "authors' 256x256 BAIR converted with vpkit data convert (--data-root), and vgg16-397923af.pth"),
     "smmnist": Preset(
         model={**F8_SMALL, "perceptual_weight": 0.0}, dataset="smmnist", train=VQGAN_TRAIN,
         frame_shape=(1, 64, 64),
