@@ -143,7 +143,7 @@ def test_cli_offers_options_and_records_them_on_the_eval_card(checkpoints, tmp_p
 
 def test_an_option_may_not_shadow_a_command_flag(host):
     from vpkit.cli import predict
-    from vpkit.cli.sampling import with_sampling_options
+    from vpkit.cli.plugin_options import with_sampling_options
 
     class Shadowing:
         @staticmethod
@@ -154,5 +154,5 @@ def test_an_option_may_not_shadow_a_command_flag(host):
                                sampling=(SamplingOption("seed", "hidden", int),)))
 
     host.register_plugin(Shadowing(), name="toy-seed", distribution="vpkit-toy-seed", version="0.0")
-    with pytest.raises(VpkitError, match="--seed, which `vpkit predict` already has"):
+    with pytest.raises(VpkitError, match="--seed for `vpkit predict`, which the command already has"):
         with_sampling_options(predict.predict_command)

@@ -30,13 +30,13 @@ def _assemble() -> None:
         predict,
         train,
     )
-    from vpkit.cli.sampling import with_sampling_options
+    from vpkit.cli.plugin_options import with_importer_options, with_sampling_options
 
     app.command("train")(train.train_command)
     app.command("eval")(with_sampling_options(eval.eval_command))
     app.command("models")(models.models_command)
     app.command("plugins")(plugins.plugins_command)
-    app.command("import")(import_.import_command)
+    app.command("import")(with_importer_options(import_.import_command))
     app.command("export")(with_sampling_options(export.export_command))
     app.command("predict")(with_sampling_options(predict.predict_command))
     app.command("benchmark")(benchmark.benchmark_command)

@@ -163,15 +163,26 @@ class ExporterSpec:
 
 
 @dataclass(frozen=True)
+class ImporterOption:
+    """A flag of `vpkit import` for one importer (`--NAME VALUE`, e.g. a second official file); its value reaches
+    the importer's `load` under `options[NAME]` (dashes as underscores). Other options go through `--set`."""
+
+    name: str
+    kind: type = str
+    help: str = ""
+
+
+@dataclass(frozen=True)
 class ImporterSpec:
     """Converts a method's official checkpoint into a vpkit checkpoint.
 
     `load(path, options)` returns `(model_key, model, data)`: the registered model name, the built
     `VideoPredictor` with the official weights, and the `data` section for `vpkit.json` (dataset name, config,
     frame_shape, n_context, n_future). It must never run code from the file (use `vpkit.engine.legacy_pickle`
-    for pickled modules)."""
+    for pickled modules). `options` are its flags (`ImporterOption`)."""
 
     name: str
     load: Callable[[Path, Mapping[str, Any]], tuple[str, VideoPredictor, dict[str, Any]]]
     description: str = ""
     plugin: str = ""
+    options: tuple[ImporterOption, ...] = ()

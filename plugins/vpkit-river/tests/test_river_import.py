@@ -101,6 +101,33 @@ def test_model_pth_without_autoencoder_takes_the_vqvae_pth(tmp_path):
     same_weights(imported, model)
 
 
+def test_import_command_takes_the_autoencoder_flag(tmp_path, river_host, capsys):
+    """`vpkit import river model.pth --autoencoder vqvae.pth`; the flag is the one way to give it, and only the
+    river importer takes it."""
+    from vpkit.cli.main import main
+    from vpkit.core.checkpoint import load_model
+
+    model = tiny_river()
+    pth = official_model_pth(tmp_path / "model.pth", model, with_autoencoder=False)
+    vqvae = tmp_path / "vqvae.pth"
+    torch.save({"model": ddp(model.ae.backbone.state_dict())}, vqvae)
+    settings = [arg for key, value in OPTIONS.items() for arg in ("--set", f"{key}={value}")]
+
+    def run(*args: str) -> int:
+        with pytest.raises(SystemExit) as exit_info:
+            main(["import", *args])
+        return exit_info.value.code or 0
+
+    out = tmp_path / "imported"
+    assert run("river", str(pth), "--autoencoder", str(vqvae), "--out", str(out), *settings) == 0
+    loaded, _ = load_model(out)
+    same_weights(loaded, model)
+    assert run("river", str(pth), "--set", f"autoencoder={vqvae}", "--out", str(tmp_path / "b"), *settings) != 0
+    assert "--autoencoder VALUE" in capsys.readouterr().err
+    assert run("svg", str(pth), "--autoencoder", str(vqvae), "--out", str(tmp_path / "c")) != 0
+    assert "not an option of the 'svg' importer" in capsys.readouterr().err
+
+
 def test_embedded_autoencoder_wins_over_the_file(tmp_path):
     model = tiny_river()
     pth = official_model_pth(tmp_path / "model.pth", model)

@@ -13,7 +13,7 @@ A release holds two files:
   `vpkit.engine.legacy_pickle` with Lightning's names as inert stand-ins: Lightning is never imported and nothing
   from the file runs; any other global is refused.
 
-Since the autoencoder is inside `model.pth`, `--set autoencoder=FILE` is only needed for a `model.pth` without it;
+Since the autoencoder is inside `model.pth`, `--autoencoder FILE` is only needed for a `model.pth` without it;
 when both hold one, the embedded weights win (as the official loader, which loads `model.pth` last).
 Neither file records the frame size or the clip lengths: they come from the official config, picked with
 `--set preset=bair64|bair256|kth64|clevrer128` (inferred where the autoencoder tells: the authors' VQVAE is
@@ -220,7 +220,7 @@ def load_official(path: Path, options: Mapping[str, Any]) -> tuple[str, Any, dic
     if not regressor:
         if options.get("autoencoder") is not None:
             raise VpkitError(f"{path} holds no vector-field regressor (no '{VECTOR_FIELD_PREFIX}*' weights), so it is "
-                             "not a model.pth; import the autoencoder alone without --set autoencoder.")
+                             "not a model.pth; import the autoencoder alone without --autoencoder.")
         return _import_autoencoder(path, options)
     embedded = {k: v for k, v in state.items() if not k.startswith(VECTOR_FIELD_PREFIX)}
     autoencoder = _pick_autoencoder(path, embedded, options)
@@ -325,7 +325,7 @@ def vqgan_config(state: Mapping[str, Tensor], where: Path, options: Mapping[str,
 
 
 def _pick_autoencoder(path: Path, embedded: Mapping[str, Tensor], options: Mapping[str, Any]) -> dict[str, Tensor]:
-    """The autoencoder weights for a model.pth: the embedded ones (official behaviour), else `--set autoencoder`."""
+    """The autoencoder weights for a model.pth: the embedded ones (official behaviour), else `--autoencoder`."""
     inner: dict[str, Tensor] = {}
     for prefix in (VQVAE_PREFIX, "ae."):
         inner = {k.removeprefix(prefix): v for k, v in embedded.items() if k.startswith(prefix)}
@@ -342,7 +342,7 @@ def _pick_autoencoder(path: Path, embedded: Mapping[str, Tensor], options: Mappi
         return {k: v for k, v in inner.items() if not k.startswith("loss.")}
     if source is None:
         raise VpkitError(f"{path} holds no autoencoder weights (no 'ae.*'); give the release's autoencoder with "
-                         "--set autoencoder=vqvae.ckpt (or vqvae.pth).")
+                         "--autoencoder vqvae.ckpt (or vqvae.pth).")
     return read_autoencoder(source)
 
 

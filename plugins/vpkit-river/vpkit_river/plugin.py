@@ -17,7 +17,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import vpkit
-from vpkit.core.specs import ImporterSpec, ModelSpec, Preset, SamplingOption
+from vpkit.core.specs import (
+    ImporterOption,
+    ImporterSpec,
+    ModelSpec,
+    Preset,
+    SamplingOption,
+)
 from vpkit_river.config import RiverConfig, VQVAEConfig
 from vpkit_river.vqgan_presets import F8_SMALL, F16
 
@@ -142,6 +148,8 @@ def load_official(path, options):
 def register_importers(register) -> None:
     register(ImporterSpec(
         name="river", load=load_official,
-        description="official Araachie/river release: model.pth (+ --set autoencoder=vqvae.ckpt|vqvae.pth when "
+        description="official Araachie/river release: model.pth (+ --autoencoder vqvae.ckpt|vqvae.pth when "
         "model.pth lacks it; --set preset=bair64|bair256|kth64|clevrer128), or an autoencoder file alone",
+        options=(ImporterOption("autoencoder", Path, "The official autoencoder (vqvae.ckpt or vqvae.pth) for a "
+                                "model.pth saved without it; a model.pth that embeds one needs none."),),
     ))
