@@ -70,10 +70,17 @@ def test_random_clips_are_seeded_and_short_videos_left_out(tmp_path):
     path = h5videos.write_videos(tmp_path / "train.h5", videos(lengths=(40, 5, 30)))
     first = h5videos.H5Videos(path, clip_length=8, seed=3)
     second = h5videos.H5Videos(path, clip_length=8, seed=3)
+    other = h5videos.H5Videos(path, clip_length=8, seed=4)
     assert first.skipped == 1 and len(first) == 2
-    starts = [first.locate(0)[1] for _ in range(20)]
-    assert starts == [second.locate(0)[1] for _ in range(20)] and len(set(starts)) > 1
-    assert all(0 <= s <= 32 for s in starts)
+
+    def starts(data: h5videos.H5Videos, global_seed: int = 0) -> list[int]:
+        torch.manual_seed(global_seed)  # the trainer seeds torch's global generator per batch
+        return [data.locate(0)[1] for _ in range(20)]
+
+    # the same under the same global seed, whichever copy reads (a DataLoader worker's, a resumed run's)
+    assert starts(first) == starts(second) == starts(first) and len(set(starts(first))) > 1
+    assert starts(first) != starts(other) and starts(first) != starts(first, global_seed=1)
+    assert all(0 <= s <= 32 for s in starts(first))
     with pytest.raises(VpkitError, match=r"No video in .* has the 41 frames a clip of 41 .* the longest has 40"):
         h5videos.H5Videos(path, clip_length=41)
 

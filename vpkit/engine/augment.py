@@ -17,18 +17,16 @@ applied to the uint8 clip with torchvision's `adjust_brightness`, `adjust_contra
 
 from __future__ import annotations
 
-import zlib
 from typing import Any, NamedTuple
 
-import numpy as np
 import torch
 import torchvision.transforms.functional as TF
 
 from vpkit.core.errors import VpkitError
+from vpkit.engine.seeding import read_generator
 
 # RIVER's half-widths: factors 1 +- 0.1 for brightness, contrast and saturation; hue shifted by up to a quarter turn.
 BRIGHTNESS, CONTRAST, SATURATION, HUE = 0.1, 0.1, 0.1, 0.25
-_STREAM = zlib.crc32(b"colour jitter")  # keeps the jitter's seeds apart from other streams seeded with the same seed
 
 
 class ColourJitter(NamedTuple):
@@ -80,11 +78,8 @@ def jitter_clip(clip: torch.Tensor, jitter: ColourJitter) -> torch.Tensor:
 class ColourJitterClips(torch.utils.data.Dataset):
     """The clips of `dataset` (uint8 `[T, C, H, W]`), each read with a fresh `ColourJitter` shared by its frames.
 
-    Each read re-seeds the wrapper's own `torch.Generator` from (`seed`, this stream's tag, the index, one draw of
-    torch's global generator) and draws the jitter from it. vpkit's trainer seeds the global generators per batch
-    (`SeededClips`), so a batch gets the same jitter whichever DataLoader worker builds it and after a resume; a
-    generator seeded once and advanced per read would repeat its draws in every worker. The tag keeps the stream
-    apart from other generators seeded with the same `seed` (e.g. `H5Videos`' random clip starts).
+    Each read draws its jitter from `vpkit.engine.seeding.read_generator` (stream "colour jitter"): the same for a
+    batch on any DataLoader worker and after a resume, apart from other streams seeded with the same `seed`.
 
     `frame_shape` is the wrapped dataset's; every other attribute (`fps`, `skipped`, `path`, `locate`, `set_epoch`,
     ...) is looked up on the wrapped dataset.
@@ -99,7 +94,6 @@ class ColourJitterClips(torch.utils.data.Dataset):
         self.dataset, self.seed = dataset, seed
         self.ranges = {"brightness": brightness, "contrast": contrast, "saturation": saturation, "hue": hue}
         self.frame_shape = dataset.frame_shape
-        self._generator = torch.Generator()
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -113,10 +107,7 @@ class ColourJitterClips(torch.utils.data.Dataset):
 
     def jitter(self, index: int) -> ColourJitter:
         """Draw the jitter of one read of item `index` (advances torch's global generator by one draw)."""
-        draw = int(torch.randint(2**31 - 1, (1,)))
-        words = [self.seed & (2**64 - 1), _STREAM, index, draw]
-        self._generator.manual_seed(int(np.random.SeedSequence(words).generate_state(1, np.uint64)[0]) >> 1)
-        return draw_jitter(self._generator, **self.ranges)
+        return draw_jitter(read_generator(self.seed, "colour jitter", index), **self.ranges)
 
     def __getitem__(self, index: int) -> torch.Tensor:
         clip = self.dataset[index]

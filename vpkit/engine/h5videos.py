@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from vpkit.core.errors import VpkitError
+from vpkit.engine.seeding import read_generator
 
 FORMAT = "vpkit-h5/1"
 CHUNK_FRAMES = 4
@@ -173,7 +174,8 @@ def _open(path: Path) -> Any:
 class H5Videos(torch.utils.data.Dataset):
     """Clips of `clip_length` frames, every `step`-th frame, from one split file, as uint8 `[T, C, H, W]`.
 
-    - `clips="random"`: item i is video i from a random start drawn at each read (training);
+    - `clips="random"`: item i is video i from a random start drawn at each read (training) from
+      `read_generator(seed, "clip start", i)`: the same for a batch on any DataLoader worker and after a resume;
     - `clips="first"`: item i is video i from its first frame (a fixed test protocol);
     - `clips="all"`: every start of every video, in order.
 
@@ -213,9 +215,7 @@ class H5Videos(torch.utils.data.Dataset):
             raise VpkitError(f"No video in {self.path} has the {self.span} frames a clip of {clip_length} "
                              f"(every {step}) needs; the longest has {int(lengths.max(initial=0))}.")
         self._offsets = np.cumsum(np.concatenate([[0], self._lengths - self.span + 1]))
-        self._generator = torch.Generator()
-        if seed is not None:
-            self._generator.manual_seed(seed)
+        self.seed = seed or 0
         self._file: Any = None
 
     def __len__(self) -> int:
@@ -231,7 +231,7 @@ class H5Videos(torch.utils.data.Dataset):
         if self.clips == "first":
             return index, 0
         room = int(self._lengths[index]) - self.span + 1
-        return index, int(torch.randint(room, (1,), generator=self._generator))
+        return index, int(torch.randint(room, (1,), generator=read_generator(self.seed, "clip start", index)))
 
     def __getitem__(self, index: int) -> torch.Tensor:
         video, first = self.locate(index)

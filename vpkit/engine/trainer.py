@@ -22,7 +22,6 @@ import shutil
 import signal
 import threading
 import time
-import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +51,7 @@ from vpkit.core.errors import VpkitError
 from vpkit.core.model import Optimization, TrainContext, VideoPredictor
 from vpkit.engine import distributed, media
 from vpkit.engine.precision import resolve_precision
+from vpkit.engine.seeding import derive_seed
 
 TRAIN_STATE_VERSION = 1
 SAMPLE_VIDEOS = 4  # videos in the sample grids
@@ -60,12 +60,6 @@ SAMPLE_DRAWS = 3  # samples drawn per video for the grids
 
 
 # -- seeds and RNG state ------------------------------------------------------------------------------------------
-
-
-def derive_seed(seed: int, *keys: int | str) -> int:
-    """A well-mixed 63-bit seed for one purpose, e.g. `derive_seed(seed, "batch", epoch, index)`."""
-    words = [seed & (2**64 - 1)] + [zlib.crc32(k.encode()) if isinstance(k, str) else k & (2**64 - 1) for k in keys]
-    return int(np.random.SeedSequence(words).generate_state(1, np.uint64)[0]) >> 1
 
 
 def seed_everything(seed: int) -> None:

@@ -74,6 +74,7 @@ from vpkit.engine.prepared import (
     summary,
     write_split,
 )
+from vpkit.engine.seeding import read_generator
 
 NAME = "kitti"
 SPLITS = ("train", "test")
@@ -208,8 +209,8 @@ def augment_clip(clip: torch.Tensor, generator: torch.Generator) -> torch.Tensor
 
 
 class Augmented(torch.utils.data.Dataset):
-    """Clips of `clips` with `augment_clip` applied; each item's generator is seeded from (seed, index, one draw of
-    torch's global generator) — vpkit's trainer seeds that per batch, so a batch is the same on any worker."""
+    """Clips of `clips` with `augment_clip` applied, each read's draws from `read_generator` (stream "augment"):
+    vpkit's trainer seeds the global generator per batch, so a batch is the same on any worker."""
 
     def __init__(self, clips: Any, seed: int) -> None:
         self.clips, self.seed = clips, seed
@@ -222,10 +223,7 @@ class Augmented(torch.utils.data.Dataset):
         return self.clips.locate(index)
 
     def __getitem__(self, index: int) -> torch.Tensor:
-        draw = int(torch.randint(2**31 - 1, (1,)))
-        state = np.random.SeedSequence([self.seed % 2**32, index, draw]).generate_state(2, np.uint32)
-        generator = torch.Generator().manual_seed(int(state[0]) << 31 | int(state[1]) >> 1)
-        return augment_clip(self.clips[index], generator)
+        return augment_clip(self.clips[index], read_generator(self.seed, "augment", index))
 
 
 # -- prepare ----------------------------------------------------------------------------------------------------------
